@@ -1,0 +1,222 @@
+"""Scoring a model on a task: greedy answers to the task prompt, then the task's metric.
+
+The few-shot baseline and the self-guided model are scored the same way,
+through `prompts.render_task_prompt`, the exact prompt training used; only the
+weights differ. Classification scores come with the majority-class rate,
+because learning the answer format alone lifts a small model to about there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfguide_hf.generation import SamplingParams, TransformersEngine
+from selfguide_hf.metrics import load_metric
+from selfguide_hf.prompts import render_task_prompt, stop_strings
+from selfguide_hf.task import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_EVAL = 200
+EVAL_SUBSET_SEED = 1234  # fixed, so the baseline and the tuned model see the same rows
+
+
+class EvalDataError(ValueError):
+    """An eval file or split that cannot be scored; the message names file, row and field."""
+
+
+@dataclass
+class EvalResult:
+    """One model's score on one task; `predictions` keeps the raw answers for inspection."""
+
+    task: str
+    metric: str
+    score: float
+    num_examples: int
+    majority_rate: float | None = None
+    majority_label: str | None = None
+    predictions: list[str] = field(default_factory=list)
+    prediction_counts: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("predictions")
+        return data
+
+
+# ------------------------------------------------------------------- data
+def load_eval_rows(
+    spec: TaskSpec,
+    eval_file: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    max_eval: int | None = DEFAULT_MAX_EVAL,
+) -> list[dict[str, Any]]:
+    """Rows `{"input": str, "output": list[str]}` from a user file or a bundled split.
+
+    With `max_eval`, a fixed random subset (the same every run) rather than the
+    head of the file, which is often sorted by source or label.
+    """
+    if eval_file is not None:
+        rows = read_eval_file(Path(eval_file), spec)
+    else:
+        from selfguide_hf.bundled import bundled_task_names, load_eval_split
+
+        if spec.name not in bundled_task_names():
+            raise EvalDataError(
+                f"task {spec.name!r} is not bundled, so it has no built-in {split} split; "
+                "pass an eval file (JSONL or CSV with 'input' and 'output')"
+            )
+        rows = [{"input": r["input"], "output": list(r["output"])} for r in load_eval_split(spec.name, split)]
+    if max_eval is not None and 0 < max_eval < len(rows):
+        import random
+
+        picked = sorted(random.Random(EVAL_SUBSET_SEED).sample(range(len(rows)), max_eval))
+        rows = [rows[i] for i in picked]
+    return rows
+
+
+def read_eval_file(path: Path, spec: TaskSpec) -> list[dict[str, Any]]:
+    """Read and validate a JSONL or CSV eval file (`output` may be a list of references)."""
+    if not path.is_file():
+        raise EvalDataError(f"{path}: no such eval file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        raw_rows = _read_jsonl(path)
+    elif suffix in (".csv", ".tsv"):
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            missing = {"input", "output"} - set(reader.fieldnames or [])
+            if missing:
+                raise EvalDataError(f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}")
+            raw_rows = [(i + 2, dict(row)) for i, row in enumerate(reader)]
+    else:
+        raise EvalDataError(f"{path}: unsupported eval file type {suffix!r}; use .jsonl or .csv")
+    rows = [_validate_row(path, lineno, row, spec) for lineno, row in raw_rows]
+    if not rows:
+        raise EvalDataError(f"{path}: no rows")
+    return rows
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    rows = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise EvalDataError(f"{path}:{lineno}: malformed JSON: {exc.msg}") from exc
+    return rows
+
+
+def _validate_row(path: Path, lineno: int, row: Any, spec: TaskSpec) -> dict[str, Any]:
+    where = f"{path}:{lineno}"
+    if not isinstance(row, dict):
+        raise EvalDataError(f"{where}: expected an object with 'input' and 'output'")
+    for column in ("input", "output"):
+        if column not in row:
+            raise EvalDataError(f"{where}: missing field '{column}'")
+    text = row["input"]
+    if not isinstance(text, str) or not text.strip():
+        raise EvalDataError(f"{where}: field 'input' is empty or not a string")
+    refs = row["output"]
+    if isinstance(refs, str) and refs.startswith("[") and path.suffix.lower() in (".csv", ".tsv"):
+        with contextlib.suppress(json.JSONDecodeError):  # a plain string starting with "["
+            refs = json.loads(refs)
+    refs = [refs] if isinstance(refs, str) else refs
+    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r.strip() for r in refs):
+        raise EvalDataError(f"{where}: field 'output' must be a non-empty string or list of strings")
+    if spec.is_classification:
+        for ref in refs:
+            if spec.canonical_label(ref) is None:
+                raise EvalDataError(
+                    f"{where}: field 'output': {ref!r} is not one of the task's labels {list(spec.labels or ())}"
+                )
+    return {"input": text, "output": [r.strip() for r in refs]}
+
+
+def majority_class(rows: list[dict[str, Any]]) -> tuple[str | None, float | None]:
+    """The most common first reference and its share (%), the score of always answering it."""
+    if not rows:
+        return None, None
+    counts = Counter(row["output"][0].strip().lower() for row in rows)
+    label, count = counts.most_common(1)[0]
+    return label, 100.0 * count / len(rows)
+
+
+# ---------------------------------------------------------------- scoring
+def answer_budget(spec: TaskSpec, tokenizer: Any, minimum: int = 16, maximum: int = 256) -> int:
+    """Enough new tokens for an answer: twice the longest demonstration output."""
+    longest = max(
+        len(tokenizer(d.output, add_special_tokens=False)["input_ids"]) for d in spec.demonstrations
+    )
+    return max(minimum, min(maximum, 2 * longest + 8))
+
+
+def predict(
+    engine: Any,
+    spec: TaskSpec,
+    tokenizer: Any,
+    inputs: list[str],
+    max_new_tokens: int | None = None,
+) -> list[str]:
+    """Greedy answers to the task prompt for each input."""
+    prompts = [render_task_prompt(spec, text, tokenizer) for text in inputs]
+    sampling = SamplingParams(
+        max_new_tokens=max_new_tokens or answer_budget(spec, tokenizer),
+        temperature=0.0,
+        n=1,
+        stop=stop_strings(tokenizer),
+    )
+    return [samples[0] for samples in engine.generate(prompts, sampling)]
+
+
+def score_predictions(spec: TaskSpec, predictions: list[str], references: list[list[str]]) -> dict[str, Any]:
+    metric = load_metric(spec.metric)
+    kwargs: dict[str, Any] = {"labels": list(spec.labels)} if spec.is_classification else {}
+    return metric.compute(predictions=predictions, references=references, **kwargs)
+
+
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    spec: TaskSpec,
+    rows: list[dict[str, Any]],
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    show_progress: bool = True,
+    engine: Any = None,
+) -> EvalResult:
+    """Greedy-decode every row and score it with the task's metric.
+
+    `engine` overrides the transformers engine (e.g. a vLLM one); `model` is
+    then unused.
+    """
+    if not rows:
+        raise EvalDataError(f"task {spec.name}: nothing to evaluate (0 rows)")
+    if engine is None:
+        engine = TransformersEngine(model, tokenizer, batch_size=batch_size, show_progress=show_progress)
+    predictions = predict(engine, spec, tokenizer, [row["input"] for row in rows], max_new_tokens)
+    scored = score_predictions(spec, predictions, [row["output"] for row in rows])
+    result = EvalResult(
+        task=spec.name,
+        metric=spec.metric,
+        score=float(scored[spec.metric]),
+        num_examples=len(rows),
+        predictions=predictions,
+    )
+    if spec.is_classification:
+        result.majority_label, result.majority_rate = majority_class(rows)
+        extracted = scored.get("extracted_predictions", predictions)
+        result.prediction_counts = dict(Counter(str(p).strip().lower() for p in extracted).most_common(10))
+    logger.info("%s: %s = %.2f on %d rows", spec.name, spec.metric, result.score, len(rows))
+    return result

@@ -1,0 +1,147 @@
+"""The end-of-run report: baseline vs self-guided, and where the synthetic data went.
+
+Written as `report.json` (for machines), `report.md` (for people and model
+cards) and `report.png` (two panels: scores, synthesis funnel), and printed as
+a table.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_PNG = "report.png"
+
+
+def build_report(
+    task: str,
+    model: str,
+    metric: str,
+    baseline: dict[str, Any] | None,
+    tuned: dict[str, Any] | None,
+    funnel: dict[str, Any] | None = None,
+    timings: dict[str, float] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Collect the figures of one run; `baseline` and `tuned` are `EvalResult.summary()` dicts."""
+    report: dict[str, Any] = {
+        "task": task,
+        "model": model,
+        "metric": metric,
+        "baseline": baseline,
+        "self_guided": tuned,
+        "funnel": funnel,
+        "timings_min": {k: round(v / 60.0, 2) for k, v in (timings or {}).items()},
+    }
+    if baseline and tuned:
+        report["delta"] = round(tuned["score"] - baseline["score"], 2)
+    if extra:
+        report.update(extra)
+    return report
+
+
+def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(what, value) rows shared by the printed table and the markdown."""
+    rows = [("task", report["task"]), ("model", report["model"])]
+    for key, name in (("baseline", "few-shot baseline"), ("self_guided", "self-guided")):
+        result = report.get(key)
+        if result:
+            rows.append(
+                (f"{name} {report['metric']}", f"{result['score']:.2f}  (n={result['num_examples']})")
+            )
+    if "delta" in report:
+        rows.append(("delta", f"{report['delta']:+.2f}"))
+    base = report.get("baseline") or report.get("self_guided") or {}
+    if base.get("majority_rate") is not None:
+        rows.append(("majority-class rate", f"{base['majority_rate']:.2f}  ({base['majority_label']})"))
+    funnel = report.get("funnel") or {}
+    if funnel.get("raw_inputs") is not None:
+        rows.append(
+            ("synthetic pairs kept / raw inputs", f"{funnel.get('kept')} / {funnel.get('raw_inputs')}")
+        )
+    for stage, minutes in report.get("timings_min", {}).items():
+        rows.append((f"time: {stage}", f"{minutes:.1f} min"))
+    return rows
+
+
+def format_table(report: dict[str, Any]) -> str:
+    rows = summary_rows(report)
+    width = max(len(what) for what, _ in rows)
+    return "\n".join(f"{what.ljust(width)}  {value}" for what, value in rows)
+
+
+def to_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# SELF-GUIDE report: {report['task']}", "", "| | |", "|---|---|"]
+    lines += [f"| {what} | {value} |" for what, value in summary_rows(report)]
+    for key, name in (("baseline", "few-shot baseline"), ("self_guided", "self-guided")):
+        counts = (report.get(key) or {}).get("prediction_counts")
+        if counts:
+            shown = ", ".join(f"{label!r}: {n}" for label, n in counts.items())
+            lines += ["", f"Most frequent answers of the {name}: {shown}"]
+    stages = funnel_stages(report.get("funnel"))
+    if stages:
+        lines += ["", "## Synthesis funnel", "", "| stage | dropped | left |", "|---|---:|---:|"]
+        lines += [f"| {name} | {dropped} | {left} |" for name, dropped, left in stages]
+    return "\n".join(lines) + "\n"
+
+
+def funnel_stages(funnel: dict[str, Any] | None) -> list[tuple[str, int, int]]:
+    """(stage, dropped, left) from a funnel dict (`Funnel.to_dict()`), raw inputs first."""
+    if not funnel or funnel.get("raw_inputs") is None:
+        return []
+    left = int(funnel["raw_inputs"])
+    stages = [("raw inputs", 0, left)]
+    for name, dropped in (funnel.get("dropped") or {}).items():
+        left -= int(dropped)
+        stages.append((name, int(dropped), left))
+    return stages
+
+
+def plot_report(report: dict[str, Any], path: Path) -> None:
+    """Scores (baseline vs self-guided, majority rate dashed) beside the funnel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_scores, ax_funnel) = plt.subplots(1, 2, figsize=(10, 4))
+    names, scores = [], []
+    for key, name in (("baseline", "few-shot"), ("self_guided", "self-guided")):
+        if report.get(key):
+            names.append(name)
+            scores.append(report[key]["score"])
+    ax_scores.bar(names, scores, color=["#999999", "#2a7ab9"][: len(names)])
+    base = report.get("baseline") or report.get("self_guided") or {}
+    if base.get("majority_rate") is not None:
+        ax_scores.axhline(base["majority_rate"], linestyle="--", color="#c0392b", label="majority class")
+        ax_scores.legend(loc="lower right")
+    ax_scores.set_ylim(0, 100)
+    ax_scores.set_ylabel(report["metric"])
+    ax_scores.set_title(f"{report['task']}: {report['metric']}")
+    for x, y in enumerate(scores):
+        ax_scores.text(x, y + 1, f"{y:.1f}", ha="center")
+    stages = funnel_stages(report.get("funnel"))
+    if stages:
+        labels = [name for name, _, _ in stages]
+        left = [remaining for _, _, remaining in stages]
+        ax_funnel.barh(labels[::-1], left[::-1], color="#2a7ab9")
+        ax_funnel.set_xlabel("inputs left")
+        ax_funnel.set_title("synthesis funnel")
+    else:
+        ax_funnel.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], output_dir: Path) -> dict[str, Path]:
+    """Write the JSON, markdown and PNG forms; returns their paths."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": output_dir / REPORT_JSON, "md": output_dir / REPORT_MD, "png": output_dir / REPORT_PNG}
+    paths["json"].write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    paths["md"].write_text(to_markdown(report), encoding="utf-8")
+    plot_report(report, paths["png"])
+    return paths
