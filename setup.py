@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 HERE = Path(__file__).parent
 
@@ -17,7 +17,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["selfguide_hf", "selfguide_hf.*"]),
+    packages=find_namespace_packages(include=["selfguide_hf", "selfguide_hf.*"]),
     include_package_data=True,
     package_data={
         "selfguide_hf": ["data/tasks/*/*", "data/*.md", "metrics/*/*.py"],

@@ -1,0 +1,362 @@
+"""SELF-GUIDE synthetic data as a ``datasets`` builder, so the cache is keyed by the whole config.
+
+``load_dataset("selfguide", task=..., model=..., num_inputs=N, seed=S)`` (after
+``import selfguide_hf``) and :func:`build_selfguide_dataset` both go through
+:class:`SelfGuideDataset`. The cache key covers every synthesis parameter,
+the task's content, the model's weights and the code that makes the rows, so
+an identical call (in any process) is a cache hit and any change is a miss.
+
+Generation happens before ``datasets`` takes its lock on the cache folder:
+under ``accelerate launch`` every process joins the synthesis (the work is
+split), then the main process writes the dataset and the others read it.
+Finished rounds are checkpointed in ``<cache_dir>/selfguide_work/<config id>``
+and removed once the dataset is written; ``datasets`` writes the data into an
+``.incomplete`` folder renamed at the end, so nothing half-written is served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets import DownloadMode
+
+from selfguide_hf.funnel import FUNNEL_JSON, Funnel
+from selfguide_hf.hub_hook import DATASET_NAME, code_hash
+from selfguide_hf.synthesis import (
+    PRESETS,
+    SynthesisConfig,
+    SynthesisResult,
+    process_state,
+    synthesize,
+)
+from selfguide_hf.task import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SelfGuideConfig", "SelfGuideDataset", "build_selfguide_dataset", "get_funnel"]
+
+WORK_DIR = "selfguide_work"
+FEATURES = datasets.Features(
+    {
+        "prompt": datasets.Value("string"),
+        "completion": datasets.Value("string"),
+        "input": datasets.Value("string"),
+        "output": datasets.Value("string"),
+        "round": datasets.Value("int32"),
+        "vote_share": datasets.Value("float64"),
+        "num_agreeing": datasets.Value("int32"),  # null for likelihood annotation (no samples)
+    }
+)
+_BUILDER_CONFIG_FIELDS = {"name", "version", "data_dir", "data_files", "description"}
+
+
+class _ExplicitNone:
+    """Stands for a parameter explicitly set to None: datasets skips None overrides."""
+
+    def __repr__(self) -> str:
+        return "None"
+
+
+EXPLICIT_NONE = _ExplicitNone()
+
+
+@dataclass
+class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
+    """Every synthesis parameter (see :class:`SynthesisConfig`) plus what to synthesize with.
+
+    ``task``: a bundled task name, a spec file, an NI v2 task file or a
+    :class:`TaskSpec`. ``model``: a Hub id, a local folder, or None for the
+    embedded default. The fingerprints are filled in when the builder is made
+    and are what the cache is keyed on (not the names).
+    """
+
+    task: Any = None
+    model: str | None = None
+    batch_size: int = 8  # sequences decoded together; part of the key (it changes the sampled stream)
+    task_fingerprint: str = ""
+    model_fingerprint: str = ""  # weights and tokenizer files (the chat template changes every prompt)
+
+    def __post_init__(self) -> None:
+        datasets.BuilderConfig.__post_init__(self)
+        SynthesisConfig.__post_init__(self)
+
+    @classmethod
+    def parameter_names(cls) -> list[str]:
+        """What `load_dataset("selfguide", ...)` accepts as keyword arguments."""
+        hidden = _BUILDER_CONFIG_FIELDS | {"task_fingerprint", "model_fingerprint"}
+        return sorted(f for f in cls.__dataclass_fields__ if f not in hidden)
+
+    def synthesis_config(self) -> SynthesisConfig:
+        return SynthesisConfig(**{name: getattr(self, name) for name in SynthesisConfig.field_names()})
+
+    def task_spec(self) -> TaskSpec:
+        if self.task is None:
+            raise ValueError(
+                'load_dataset("selfguide", task=...) needs a task: a bundled task name (e.g. "task190"), '
+                "a spec file or a Natural Instructions task file"
+            )
+        return TaskSpec.load(self.task)
+
+    def resolve(self) -> None:
+        """Validate and fill in the fingerprints of the task content and the model weights."""
+        from selfguide_hf.models import resolve_model, weights_fingerprint
+
+        for name in self.parameter_names():
+            if isinstance(getattr(self, name), _ExplicitNone):
+                setattr(self, name, None)
+        SynthesisConfig.__post_init__(self)  # overrides were set after construction: check them again
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        self.task_fingerprint = self.task_spec().fingerprint()
+        resolved = resolve_model(self.model)
+        self.model_fingerprint = f"{weights_fingerprint(resolved)}-{tokenizer_fingerprint(resolved)}"
+
+    def cache_key(self) -> str:
+        import hashlib
+
+        blob = json.dumps(
+            {
+                "synthesis": self.synthesis_config().to_dict(),
+                "task": self.task_fingerprint,
+                "model": self.model_fingerprint,
+                "batch_size": self.batch_size,
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def create_config_id(self, config_kwargs: dict, custom_features: Any = None) -> str:
+        """The cache folder name: the preset plus a hash of everything that changes the rows."""
+        self.resolve()
+        return f"{self.name}-{self.cache_key()}"
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+
+
+def tokenizer_fingerprint(resolved: str) -> str:
+    """A short hash of a local model's tokenizer files (the Hub id when not local)."""
+    import hashlib
+
+    folder = Path(resolved)
+    digest = hashlib.sha256()
+    if not folder.is_dir():
+        digest.update(resolved.encode())
+    for name in TOKENIZER_FILES:
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _preset_config(name: str) -> SelfGuideConfig:
+    return SelfGuideConfig(
+        name=name,
+        version=datasets.Version("1.0.0"),
+        description=f"SELF-GUIDE synthetic task data, {name} preset",
+        **{k: v for k, v in vars(PRESETS[name]).items()},
+    )
+
+
+class SelfGuideDataset(datasets.GeneratorBasedBuilder):
+    """Synthetic prompt/completion pairs the model wrote for itself, as one ``train`` split."""
+
+    VERSION = datasets.Version("1.0.0")
+    BUILDER_CONFIG_CLASS = SelfGuideConfig
+    BUILDER_CONFIGS = [_preset_config(name) for name in ("default", "paper")]  # noqa: RUF012
+    DEFAULT_CONFIG_NAME = "default"
+    config: SelfGuideConfig
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("dataset_name", DATASET_NAME)
+        kwargs.setdefault("hash", code_hash())
+        for key in ("data_files", "data_dir"):
+            if kwargs.get(key) is not None:
+                raise ValueError(f"the selfguide dataset has no {key}: it generates its data")
+        unknown = sorted(set(kwargs) - set(SelfGuideConfig.parameter_names()) - _BUILDER_ARGS)
+        if unknown:
+            raise ValueError(
+                f"unknown selfguide parameter(s) {unknown}; known parameters: {SelfGuideConfig.parameter_names()}"
+            )
+        params = set(SelfGuideConfig.parameter_names())
+        kwargs = {k: (EXPLICIT_NONE if v is None and k in params else v) for k, v in kwargs.items()}
+        self._result: SynthesisResult | None = None
+        super().__init__(*args, **kwargs)
+
+    # ------------------------------------------------------------ datasets API
+    def _info(self) -> datasets.DatasetInfo:
+        return datasets.DatasetInfo(description="SELF-GUIDE synthetic task data", features=FEATURES)
+
+    def _split_generators(self, dl_manager: Any) -> list[datasets.SplitGenerator]:
+        return [datasets.SplitGenerator(name=datasets.Split.TRAIN)]
+
+    def _generate_examples(self) -> Any:
+        result = self._result or self._synthesize(process_state())
+        yield from enumerate(result.rows)
+
+    def _download_and_prepare(self, dl_manager: Any, verification_mode: Any, **kwargs: Any) -> None:
+        super()._download_and_prepare(dl_manager, verification_mode, **kwargs)
+        if self._result is not None:  # self._output_dir is the .incomplete folder renamed at the end
+            self._result.funnel.save(self._output_dir)
+
+    def download_and_prepare(self, output_dir: str | None = None, *args: Any, **kwargs: Any) -> None:
+        """Synthesize (on every process, resuming from checkpoints) unless cached, then write the split."""
+        mode = DownloadMode(kwargs.get("download_mode") or DownloadMode.REUSE_DATASET_IF_EXISTS)
+        target = output_dir or self._cache_dir
+        cached = os.path.isfile(os.path.join(target, datasets.config.DATASET_INFO_FILENAME))
+        if cached and mode == DownloadMode.REUSE_DATASET_IF_EXISTS:
+            logger.info("selfguide: served from the cache %s", target)
+            return super().download_and_prepare(output_dir, *args, **kwargs)
+        state = process_state()
+        if mode == DownloadMode.FORCE_REDOWNLOAD and state.is_main_process:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+        state.wait_for_everyone()
+        self._result = self._synthesize(state)
+        if state.is_main_process:
+            self.info.description = json.dumps(self._description(), ensure_ascii=False)
+            super().download_and_prepare(output_dir, *args, **kwargs)
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            print(self._result.funnel.format_table())
+            logger.info("selfguide: funnel saved in %s", target)
+        state.wait_for_everyone()
+        if not state.is_main_process:
+            kwargs["download_mode"] = DownloadMode.REUSE_DATASET_IF_EXISTS
+            super().download_and_prepare(output_dir, *args, **kwargs)
+
+    # ----------------------------------------------------------------- ours
+    @property
+    def work_dir(self) -> Path:
+        """Where finished rounds are checkpointed until the dataset is written."""
+        return Path(self._cache_dir_root) / WORK_DIR / f"{self.config_id}-{self.hash}"
+
+    def _description(self) -> dict[str, Any]:
+        assert self._result is not None
+        spec = self.config.task_spec()
+        return {
+            "selfguide": {
+                "task": spec.name,
+                "model": self.config.model or "default",
+                "model_fingerprint": self.config.model_fingerprint,
+                "preset": self.config.name,
+                "synthesis": self.config.synthesis_config().to_dict(),
+                "funnel": self._result.funnel.to_dict(),
+            }
+        }
+
+    def _synthesize(self, state: Any) -> SynthesisResult:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from selfguide_hf.models import resolve_model
+
+        spec = self.config.task_spec()
+        resolved = resolve_model(self.config.model)
+        tokenizer = AutoTokenizer.from_pretrained(resolved)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        context = getattr(AutoConfig.from_pretrained(resolved), "max_position_embeddings", None)
+
+        def make_engine() -> Any:
+            from selfguide_hf.generation import TransformersEngine
+            from selfguide_hf.models import load_causal_lm
+
+            model, _ = load_causal_lm(resolved)
+            device = getattr(state, "device", None)
+            if device is not None and device.type != "cpu":
+                model.to(device)
+            return TransformersEngine(
+                model, tokenizer, batch_size=self.config.batch_size, show_progress=False
+            )
+
+        logger.info("selfguide: synthesizing %s with %s (%s)", spec.name, resolved, self.config_id)
+        return synthesize(
+            spec,
+            make_engine,
+            tokenizer,
+            self.config.synthesis_config(),
+            work_dir=self.work_dir,
+            state=state,
+            context_length=context,
+            show_progress=state.is_main_process,
+            key=self.config.model_fingerprint,
+        )
+
+
+_BUILDER_ARGS = {
+    "cache_dir",
+    "dataset_name",
+    "config_name",
+    "hash",
+    "base_path",
+    "info",
+    "features",
+    "token",
+    "repo_id",
+    "data_files",
+    "data_dir",
+    "storage_options",
+    "writer_batch_size",
+    "config_id",
+}
+
+
+def build_selfguide_dataset(
+    task: str | os.PathLike[str] | TaskSpec,
+    model: str | None = None,
+    num_inputs: int | None = None,
+    seed: int | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    preset: str = "default",
+    download_mode: str | DownloadMode | None = None,
+    **overrides: Any,
+) -> datasets.Dataset:
+    """The synthetic ``train`` split for ``task``, built (or read from the cache) through the builder.
+
+    ``overrides`` are synthesis parameters (see :class:`SynthesisConfig`);
+    ``preset`` is ``default`` or ``paper``.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
+    params: dict[str, Any] = {"task": os.fspath(task) if isinstance(task, os.PathLike) else task, **overrides}
+    if model is not None:
+        params["model"] = model
+    if num_inputs is not None:
+        params["num_inputs"] = num_inputs
+    if seed is not None:
+        params["seed"] = seed
+    builder = SelfGuideDataset(
+        cache_dir=os.fspath(cache_dir) if cache_dir is not None else None, config_name=preset, **params
+    )
+    builder.download_and_prepare(download_mode=download_mode)
+    return builder.as_dataset(split="train")
+
+
+def get_funnel(dataset: datasets.Dataset) -> dict[str, Any]:
+    """The funnel (raw inputs, drops per filter, kept) of a dataset made by the selfguide builder."""
+    try:
+        return json.loads(dataset.info.description)["selfguide"]["funnel"]
+    except (TypeError, ValueError, KeyError):
+        pass
+    for cache_file in dataset.cache_files:
+        path = Path(cache_file["filename"]).parent / FUNNEL_JSON
+        if path.is_file():
+            return Funnel.from_dict(json.loads(path.read_text(encoding="utf-8"))).to_dict()
+    raise ValueError(
+        "this dataset was not made by the selfguide builder (no funnel in its info or cache folder)"
+    )

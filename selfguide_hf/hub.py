@@ -1,0 +1,202 @@
+"""Publishing a run: the adapter with its model card, the synthetic dataset with its card.
+
+One commit per repository through `HfApi.create_repo` + `HfApi.create_commit`
+(the files of a run are few and small), so what is uploaded is exactly the
+list built here: no checkpoints, no pickled training arguments. Every file is
+checked for the token before anything is sent, and the token is only ever
+passed to `huggingface_hub`, never logged or written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+# What a trained output folder may publish; anything else (checkpoints, training_args.bin) stays local.
+ADAPTER_FILES: tuple[str, ...] = (
+    "adapter_config.json",
+    "adapter_model.safetensors",
+    "adapter_model.bin",
+)
+FULL_MODEL_PATTERNS: tuple[str, ...] = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*.safetensors",
+    "model.safetensors.index.json",
+)
+TOKENIZER_PATTERNS: tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+)
+RUN_FILES: tuple[str, ...] = ("selfguide_run.json", "selfguide_funnel.json", "selfguide_eval.json")
+DATASET_FILE = "data/train-00000-of-00001.parquet"
+
+
+class HubPushError(RuntimeError):
+    """A push that must not or cannot happen; the message never contains the token."""
+
+
+def _api(token: str | None, endpoint: str | None) -> Any:
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=endpoint, token=token)
+
+
+def collect_folder_files(folder: str | os.PathLike[str], patterns: Iterable[str]) -> dict[str, bytes]:
+    """The files of `folder` matching `patterns` (top level only), by name."""
+    folder = Path(folder)
+    found: dict[str, bytes] = {}
+    for pattern in patterns:
+        for path in sorted(folder.glob(pattern)):
+            if path.is_file():
+                found[path.name] = path.read_bytes()
+    return found
+
+
+def rewrite_adapter_base(
+    adapter_config: bytes, base_model_id: str | None, local_paths: Iterable[str]
+) -> bytes:
+    """Point ``base_model_name_or_path`` at the Hub id when training used a local copy of the model.
+
+    A local cache path in a published adapter is useless to anyone else, and
+    `AutoPeftModelForCausalLM.from_pretrained` follows this field.
+    """
+    if not base_model_id:
+        return adapter_config
+    config = json.loads(adapter_config)
+    current = config.get("base_model_name_or_path")
+    local = {str(p) for p in local_paths}
+    if current is None or current in local or str(current).startswith(("/", "~", ".")):
+        config["base_model_name_or_path"] = base_model_id
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def assert_token_absent(files: dict[str, bytes], token: str | None) -> None:
+    """Refuse to upload any file that contains the token (defence in depth: nothing should)."""
+    if not token:
+        return
+    needle = token.encode("utf-8")
+    leaking = sorted(name for name, data in files.items() if needle in data)
+    if leaking:
+        raise HubPushError(f"refusing to push: the Hub token appears in {leaking}")
+
+
+def _commit(
+    repo_id: str,
+    files: dict[str, bytes],
+    *,
+    repo_type: str,
+    token: str | None,
+    private: bool | None,
+    endpoint: str | None,
+    commit_message: str,
+    revision: str | None = None,
+) -> str:
+    from huggingface_hub import CommitOperationAdd
+
+    assert_token_absent(files, token)
+    api = _api(token, endpoint)
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in sorted(files.items())
+    ]
+    info = api.create_commit(
+        repo_id,
+        operations,
+        commit_message=commit_message,
+        repo_type=repo_type,
+        revision=revision,
+    )
+    logger.info("pushed %d file(s) to %s %s", len(files), repo_type, repo_id)
+    return str(getattr(info, "commit_url", info))
+
+
+def adapter_files(
+    folder: str | os.PathLike[str],
+    card: str,
+    *,
+    base_model_id: str | None = None,
+    local_base_paths: Iterable[str] = (),
+) -> dict[str, bytes]:
+    """Exactly what `push_adapter` uploads: weights, tokenizer, run records and the card as README.md."""
+    folder = Path(folder)
+    files = collect_folder_files(folder, (*ADAPTER_FILES, *TOKENIZER_PATTERNS, *RUN_FILES))
+    if "adapter_config.json" in files:
+        files["adapter_config.json"] = rewrite_adapter_base(
+            files["adapter_config.json"], base_model_id, local_base_paths
+        )
+    else:
+        files.update(collect_folder_files(folder, FULL_MODEL_PATTERNS))
+    weights = {"adapter_model.safetensors", "adapter_model.bin", "model.safetensors"}
+    if not (weights & set(files) or any(name.startswith("model-") for name in files)):
+        raise HubPushError(f"{folder}: no adapter or model weights to push; train first")
+    files["README.md"] = card.encode("utf-8")
+    return files
+
+
+def push_adapter(
+    folder: str | os.PathLike[str],
+    repo_id: str,
+    card: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    endpoint: str | None = None,
+    base_model_id: str | None = None,
+    local_base_paths: Iterable[str] = (),
+    commit_message: str = "Upload self-guide adapter",
+) -> str:
+    """Create (or reuse) a model repository and commit the adapter plus its model card; returns the commit URL."""
+    files = adapter_files(folder, card, base_model_id=base_model_id, local_base_paths=local_base_paths)
+    return _commit(
+        repo_id,
+        files,
+        repo_type="model",
+        token=token,
+        private=private,
+        endpoint=endpoint,
+        commit_message=commit_message,
+    )
+
+
+def dataset_files(dataset: Any, card: str) -> dict[str, bytes]:
+    """The synthetic set as one parquet shard (the layout the Hub loads without a script) plus the card."""
+    buffer = io.BytesIO()
+    dataset.to_parquet(buffer)
+    return {DATASET_FILE: buffer.getvalue(), "README.md": card.encode("utf-8")}
+
+
+def push_dataset(
+    dataset: Any,
+    repo_id: str,
+    card: str,
+    *,
+    token: str | None = None,
+    private: bool | None = None,
+    endpoint: str | None = None,
+    commit_message: str = "Upload self-guide synthetic dataset",
+) -> str:
+    """Create (or reuse) a dataset repository and commit the rows plus the dataset card; returns the commit URL."""
+    return _commit(
+        repo_id,
+        dataset_files(dataset, card),
+        repo_type="dataset",
+        token=token,
+        private=private,
+        endpoint=endpoint,
+        commit_message=commit_message,
+    )

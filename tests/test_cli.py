@@ -1,0 +1,78 @@
+"""The `selfguide` command end to end on the tiny model: run, rerun reuse, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfguide_hf import cli
+
+# Synthesis a random tiny model gets through (see tests/test_builder.py).
+TINY_SYNTHESIS = [
+    "prompts_per_round=2",
+    "input_max_new_tokens=12",
+    "drop_truncated=false",
+    'input_filters_classification=["empty", "duplicate"]',
+]
+
+
+def run_args(model: Path, out: Path, *extra: str) -> list[str]:
+    args = ["run", "--task", "task738", "--model", str(model), "--output-dir", str(out)]
+    args += ["--num-inputs", "4", "--max-eval", "4", "--epochs", "1", "--split", "validation"]
+    for option in TINY_SYNTHESIS:
+        args += ["--synthesis-option", option]
+    return args + list(extra)
+
+
+def test_run_writes_report_and_reuses_finished_work(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    out = tmp_path / "run"
+    assert cli.main(run_args(tiny_model_dir, out)) == 0
+    printed = capsys.readouterr().out
+    assert "few-shot baseline exact_match" in printed and "self-guided exact_match" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "task738" and report["baseline"]["num_examples"] == 4
+    assert report["funnel"]["raw_inputs"] == 4
+    assert (out / "report.md").is_file() and (out / "report.png").is_file()
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    assert (out / "synthetic" / "train.jsonl").is_file()
+
+    # A rerun trains nothing and evaluates nothing: everything is reused.
+    def fail(*args, **kwargs):
+        raise AssertionError("a finished stage ran again")
+
+    monkeypatch.setattr("selfguide_hf.training.train_adapter", fail)
+    monkeypatch.setattr("selfguide_hf.evaluation.evaluate_model", fail)
+    assert cli.main(run_args(tiny_model_dir, out)) == 0
+    assert "reusing the finished adapter" in capsys.readouterr().out
+
+
+def test_run_on_an_unbundled_ni_file_with_eval_file(tiny_model_dir, tmp_path, ni_dir, monkeypatch):
+    """A task the package does not bundle: an NI file plus a user eval file."""
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    ni = json.loads((ni_dir / "task738" / "task.json").read_text())
+    task_file = tmp_path / "task5001_my_perspectives.json"
+    task_file.write_text(json.dumps(ni))
+    eval_file = tmp_path / "eval.jsonl"
+    rows = [{"input": inst["input"], "output": inst["output"]} for inst in ni["Instances"][:3]]
+    eval_file.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "run"
+    args = run_args(tiny_model_dir, out, "--eval-file", str(eval_file))
+    args[args.index("task738")] = str(task_file)
+    assert cli.main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "task5001" and report["self_guided"]["num_examples"] == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["evaluate", "--task", "task9"], "unknown bundled task 'task9'"),
+        (["synthesize", "--task", "task199", "--synthesis-option", "bogus_key=1"], "bogus_key"),
+    ],
+)
+def test_clear_errors(argv, message, capsys, tiny_model_dir):
+    assert cli.main([*argv, "--model", str(tiny_model_dir)]) == 2
+    assert message in capsys.readouterr().err

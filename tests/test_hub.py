@@ -1,0 +1,168 @@
+"""Hub push end to end against a real HTTP server on 127.0.0.1 standing in for the Hub.
+
+Checks the files that arrive (adapter, tokenizer, run records, model card;
+dataset shard and dataset card) and that the token is in no uploaded file and
+no log line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from selfguide_hf import cards, hub, training
+from selfguide_hf.bundled import bundled_spec
+from tests.fake_hub import FakeHub
+from tests.test_training import TASK, run_recipe, synthetic_rows, tiny_argv, write_rows
+
+TOKEN = "hf_FAKEtokenThatMustNeverLeak0123456789"
+
+
+@pytest.fixture
+def fake_hub(monkeypatch: pytest.MonkeyPatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest switches the real hub off
+    with FakeHub() as server:
+        monkeypatch.setattr(constants, "ENDPOINT", server.endpoint)
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
+    tmp = tmp_path_factory.mktemp("hub-run")
+    rows = write_rows(tmp / "rows.jsonl")
+    argv = tiny_argv(tiny_model_dir, tmp / "out", rows)
+    argv += ["--push_to_hub", "true", "--hub_model_id", "me/tiny-selfguide", "--hub_token", TOKEN]
+    argv += ["--push_dataset", "true", "--dataset_hub_id", "me/tiny-selfguide-data"]
+    run, result = run_recipe(argv)
+    data = training.build_synthetic_dataset(run)
+    return run, data, result
+
+
+def test_push_adapter_and_dataset(fake_hub: FakeHub, trained_run, caplog: pytest.LogCaptureFixture) -> None:
+    run, data, result = trained_run
+    caplog.set_level(logging.DEBUG)
+    url = training.push_run_adapter(run, data, result)
+    assert url and url.startswith(fake_hub.endpoint + "/me/tiny-selfguide")
+    assert training.push_run_dataset(run, data)
+
+    files = fake_hub.files("me/tiny-selfguide")
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json"} <= set(files)
+    assert training.MANIFEST_NAME in files
+    assert not any(name.startswith("checkpoint-") or name == "training_args.bin" for name in files)
+    card = files["README.md"].decode()
+    assert card.startswith("---\n") and "library_name: peft" in card  # base_model: a local path is left out
+    assert "2407.12874" in card and TASK in card and "accelerate launch recipes/sft.py" in card
+    assert "me/tiny-selfguide" in card  # usage snippet names the repository
+    # The local path of the base model is rewritten to a loadable name only when it is local cache;
+    # here the tiny model is a local folder given explicitly, so it stays as given.
+    adapter_config = json.loads(files["adapter_config.json"])
+    assert adapter_config["base_model_name_or_path"] == run.base_model_id
+
+    data_files = fake_hub.files("me/tiny-selfguide-data", "dataset")
+    assert set(data_files) == {hub.DATASET_FILE, "README.md"}
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(io.BytesIO(data_files[hub.DATASET_FILE]))
+    assert table.num_rows == 8 and {"input", "output"} <= set(table.column_names)
+    assert "Funnel" in data_files["README.md"].decode()
+
+    # The token travels only in the Authorization header.
+    token = TOKEN.encode()
+    for repo_files in fake_hub.state.files.values():
+        for name, content in repo_files.items():
+            assert token not in content, name
+    assert all(TOKEN in header for header in fake_hub.state.auth_headers)
+    assert TOKEN not in caplog.text
+    assert not fake_hub.state.unexpected
+
+
+def test_push_refuses_a_file_holding_the_token(fake_hub: FakeHub, tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "x", "note": TOKEN}))
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"weights")
+    with pytest.raises(hub.HubPushError, match=r"appears in \['adapter_config.json'\]") as info:
+        hub.push_adapter(tmp_path, "me/leak", "card", token=TOKEN)
+    assert TOKEN not in str(info.value)
+    assert not fake_hub.state.repos  # nothing was sent
+
+
+def test_push_needs_weights(tmp_path: Path) -> None:
+    with pytest.raises(hub.HubPushError, match="no adapter or model weights"):
+        hub.adapter_files(tmp_path, "card")
+
+
+def test_embedded_base_path_is_rewritten_to_hub_id() -> None:
+    config = json.dumps({"base_model_name_or_path": "/root/.cache/selfguide_hf/models/smollm2"}).encode()
+    out = json.loads(hub.rewrite_adapter_base(config, "HuggingFaceTB/SmolLM2-135M-Instruct", []))
+    assert out["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    kept = json.loads(
+        hub.rewrite_adapter_base(json.dumps({"base_model_name_or_path": "org/m"}).encode(), "x", [])
+    )
+    assert kept["base_model_name_or_path"] == "org/m"
+
+
+def test_push_to_existing_repo(fake_hub: FakeHub, tmp_path: Path) -> None:
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"w1")
+    hub.push_adapter(tmp_path, "me/again", "first", token=TOKEN)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"w2")
+    hub.push_adapter(tmp_path, "me/again", "second", token=TOKEN)  # create_repo answers 409: exist_ok
+    assert fake_hub.files("me/again")["adapter_model.safetensors"] == b"w2"
+    assert fake_hub.files("me/again")["README.md"] == b"second"
+
+
+# --------------------------------------------------------------------- cards
+def _info(**overrides) -> cards.CardInfo:
+    spec = bundled_spec(TASK)
+    values = {
+        "spec": spec,
+        "base_model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "method": "lora",
+        "manifest": {"lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}},
+        "training": {"epochs": 3, "learning_rate": 2e-4},
+        "synthesis": {"num_inputs": 160, "seed": 42},
+        "funnel": {"raw_inputs": 160, "dropped": {"length": 20, "noise": 3}, "kept": 64},
+        "evaluation": {"split": "test", "before": {"exact_match": 0.7}, "after": {"exact_match": 50.0}},
+        "command": "accelerate launch recipes/sft.py --config c.yaml --task task199",
+        "license": "apache-2.0",
+        "num_rows": 64,
+    }
+    values.update(overrides)
+    return cards.CardInfo(**values)
+
+
+def test_model_card_content() -> None:
+    from huggingface_hub import ModelCard
+
+    text = cards.model_card(_info())
+    card = ModelCard(text)
+    assert card.data.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert card.data.license == "apache-2.0" and card.data.library_name == "peft"
+    assert "| dropped.length | 20 |" in text and "| raw_inputs | 160 |" in text
+    assert "| exact_match | 0.7 | 50 |" in text
+    assert "lora_r | 16" in text and "arXiv" in text and "zhao2024selfguide" in text
+    assert "accelerate launch recipes/sft.py --config c.yaml --task task199" in text
+
+
+def test_card_says_when_not_evaluated_and_survives_braces() -> None:
+    text = cards.model_card(_info(evaluation=None, funnel=None, synthesis={"note": "{{ not jinja }} {%"}))
+    assert "Not evaluated" in text and "No funnel recorded" in text and "{{ not jinja }}" in text
+
+
+def test_dataset_card_content() -> None:
+    from huggingface_hub import DatasetCard
+
+    text = cards.dataset_card(_info())
+    card = DatasetCard(text)
+    assert card.data.license == "apache-2.0"
+    assert "64 rows" in text and "| kept | 64 |" in text and "vote_share" in text
+
+
+def test_synthetic_rows_helper_has_builder_columns() -> None:
+    assert {"input", "output", "round", "vote_share", "num_agreeing"} <= set(synthetic_rows(2).column_names)
