@@ -7,6 +7,7 @@ PIP := $(PY) -m pip
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 DEMO_TASK ?= task199
 DEMO_DIR ?= outputs/demo-$(DEMO_TASK)
+DEMO_ARGS ?= --num-inputs 100 --max-eval 100
 
 .PHONY: venv demo test test-fast lint format constraints bundled clean
 
@@ -23,7 +24,7 @@ $(VENV)/.installed: setup.py constraints.txt
 	touch $@
 
 demo: venv
-	$(OFFLINE) $(VENV)/bin/selfguide run --task $(DEMO_TASK) --output-dir $(DEMO_DIR)
+	$(OFFLINE) $(VENV)/bin/selfguide run --task $(DEMO_TASK) --output-dir $(DEMO_DIR) $(DEMO_ARGS)
 
 test: venv
 	$(VENV)/bin/ruff check .

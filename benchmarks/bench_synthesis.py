@@ -146,7 +146,8 @@ def run_worker(task: str, num_inputs: int, seed: int, engine_kind: str, threads:
         )
         funnel = result.funnel.to_dict()
     except SynthesisError as exc:
-        error, funnel = str(exc).splitlines()[0], None
+        error = str(exc).splitlines()[0]
+        funnel = exc.funnel.to_dict() if exc.funnel is not None else None
     seconds = time.perf_counter() - start
     kept = funnel["kept"] if funnel else 0
     return {

@@ -39,13 +39,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cli() -> int:
-    """Entry point that turns configuration mistakes into one clear line instead of a traceback."""
+    """Entry point that turns a user's mistake into one clear line instead of a traceback."""
+    from selfguide_hf.evaluation import EvalDataError
+    from selfguide_hf.synthesis import SynthesisError
+    from selfguide_hf.task import TaskSpecError
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return main()
-    except training.TrainingConfigError as exc:
+    except (training.TrainingConfigError, TaskSpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (SynthesisError, EvalDataError) as exc:  # the data, not the arguments
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -198,6 +198,17 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def synthesis_text(synthesis: dict[str, Any]) -> str:
+    """The synthesis settings; the builder's full parameter set folded away under the table."""
+    synthesis = dict(synthesis)
+    parameters = synthesis.pop("parameters", None)
+    text = table(synthesis)
+    if parameters:
+        dumped = json.dumps(parameters, indent=2, sort_keys=True, default=str)
+        text += f"\n\n<details><summary>All synthesis parameters</summary>\n\n```json\n{dumped}\n```\n\n</details>"
+    return text
+
+
 def funnel_text(funnel: dict[str, Any] | None) -> str:
     """The drop-reason funnel as a table (any nesting is flattened to dotted names)."""
     if not funnel:
@@ -308,7 +319,7 @@ def model_card(info: CardInfo) -> str:
         base_model_url=_hub_url(info.base_model),
         paper_url=PAPER_URL,
         dataset_line=dataset_line,
-        synthesis_table=table(info.synthesis),
+        synthesis_table=synthesis_text(info.synthesis),
         funnel=funnel_text(info.funnel),
         training_table=table(training),
         evaluation=evaluation_text(info.evaluation),
@@ -337,7 +348,7 @@ def dataset_card(info: CardInfo) -> str:
         generator_url=_hub_url(info.base_model),
         paper_url=PAPER_URL,
         num_rows=info.num_rows if info.num_rows is not None else "?",
-        synthesis_table=table(info.synthesis),
+        synthesis_table=synthesis_text(info.synthesis),
         funnel=funnel_text(info.funnel),
         command=info.command or "accelerate launch recipes/sft.py --config <config> --task <task>",
         license_text=_license_text(info.license, info.base_model),

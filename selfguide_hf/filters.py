@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -166,15 +167,22 @@ def format_markers(examples: Iterable[str]) -> tuple[str, ...]:
 
 
 def leading_marker(examples: Sequence[str]) -> str:
-    """The field marker every example starts with, with the spacing after it ("claim: "), or ""."""
-    if not examples:
+    """The field marker the examples start with, with a space ("claim: "), or "" when one does not.
+
+    Every example must open with a marker; when their spellings differ (a typo
+    such as "Statment:"), the most common one is used.
+    """
+    heads = []
+    for text in examples:
+        match = _MARKER.match(text.lstrip())
+        if match is None:
+            return ""
+        heads.append(text.lstrip()[: match.end()])
+    if not heads:
         return ""
-    first = _MARKER.match(examples[0].lstrip())
-    if first is None:
-        return ""
-    head = examples[0].lstrip()[: first.end()]
-    if not all(e.lstrip().lower().startswith(head.lower()) for e in examples):
-        return ""
+    counts = Counter(head.lower() for head in heads)
+    best = max(counts.values())
+    head = next(h for h in heads if counts[h.lower()] == best)
     return head + " "
 
 

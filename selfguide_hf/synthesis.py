@@ -67,14 +67,24 @@ __all__ = [
 
 ANNOTATION_METHODS = ("sample", "likelihood")
 BALANCE_METHODS = ("downsample", "none")
-CALIBRATION_METHODS = ("none", "batch", "content_free")
+CALIBRATION_METHODS = ("none", "batch", "balanced", "content_free")
+BALANCED_ITERATIONS = 100
 # Inputs carrying no content, to measure the label prior for calibration (Zhao et al. 2021).
 CONTENT_FREE_INPUTS: tuple[str, ...] = ("N/A", "[MASK]", "")
 CHECKPOINT_VERSION = 3
+# The input-generation prompt numbers its examples "Example N:"; writing one more means a run-on.
+RUN_ON_EXAMPLE = "\nExample "
 
 
 class SynthesisError(RuntimeError):
-    """Synthesis cannot produce data (everything filtered, prompts over budget); the message says why."""
+    """Synthesis cannot produce data (everything filtered, prompts over budget); the message says why.
+
+    ``funnel`` is the funnel when the error is that everything was filtered out.
+    """
+
+    def __init__(self, message: str, funnel: Funnel | None = None) -> None:
+        super().__init__(message)
+        self.funnel = funnel
 
 
 @dataclass
@@ -102,7 +112,8 @@ class SynthesisConfig:
     max_prompt_retries: int = 10  # redraws of the pool sample before falling back to demonstrations only
     drop_truncated: bool = False  # drop inputs that used up input_max_new_tokens (cut mid-text)
     prime_inputs: bool = False  # start the reply with the marker all demonstration inputs start with
-    stop_at_blank_line: bool = False  # end an input at a blank line when no demonstration input has one
+    stop_run_on: bool = False  # end an input where another "Example N:" starts, or a blank line none has
+    shuffle_examples: bool = False  # show demonstrations and pool inputs in a random order
     # --- filters
     input_filters_classification: tuple[str, ...] = ("empty", "length", "noise", "duplicate")
     input_filters_generation: tuple[str, ...] = ("empty", "noise", "duplicate")
@@ -247,7 +258,8 @@ def _register_presets() -> None:
         input_max_new_tokens=256,
         drop_truncated=True,
         prime_inputs=True,
-        stop_at_blank_line=True,
+        stop_run_on=True,
+        shuffle_examples=True,
         input_filters_classification=("unwrap", "empty", "length", "noise", "format", "duplicate"),
         input_filters_generation=("unwrap", "empty", "noise", "format", "duplicate"),
         length_min_sigma_ratio=0.5,
@@ -439,8 +451,10 @@ class _Synthesis:
         demo_inputs = [d.input for d in spec.demonstrations]
         self.input_prefix = leading_marker(demo_inputs) if config.prime_inputs else ""
         self.input_stops = list(input_generation_stop_strings(tokenizer))
-        if config.stop_at_blank_line and not any("\n\n" in text for text in demo_inputs):
-            self.input_stops.append("\n\n")
+        if config.stop_run_on:
+            self.input_stops.append(RUN_ON_EXAMPLE)
+            if not any("\n\n" in text for text in demo_inputs):
+                self.input_stops.append("\n\n")
         self._label_choices: list[str] | None = None
         self._label_prior: list[float] | None = None
 
@@ -497,16 +511,23 @@ class _Synthesis:
         return [self._one_input_prompt(rng) for _ in range(count)]
 
     def _one_input_prompt(self, rng: random.Random) -> str:
-        demos = [d.input for d in self.spec.demonstrations]
         label = rng.choice(self.labels) if self.is_cls and self.config.label_conditioned else None
         limit = min(self.config.max_pool_examples, len(self.pool))
         for _ in range(self.config.max_prompt_retries + 1 if limit else 0):
-            examples = demos + rng.sample(self.pool, rng.randint(1, limit))
+            examples = self._examples(rng, rng.randint(1, limit))
             prompt = render_input_generation_prompt(self.spec, examples, self.tokenizer, label)
             if self._count_tokens(prompt) <= self.input_prompt_budget:
                 return prompt + self.input_prefix
         # Every draw overflowed (or the pool is empty): the demonstrations alone, checked to fit up front.
-        return render_input_generation_prompt(self.spec, demos, self.tokenizer, label) + self.input_prefix
+        examples = self._examples(rng, 0)
+        return render_input_generation_prompt(self.spec, examples, self.tokenizer, label) + self.input_prefix
+
+    def _examples(self, rng: random.Random, pool_count: int) -> list[str]:
+        """The demonstration inputs and ``pool_count`` accepted inputs, shuffled if configured."""
+        examples = [d.input for d in self.spec.demonstrations] + rng.sample(self.pool, pool_count)
+        if self.config.shuffle_examples:
+            rng.shuffle(examples)
+        return examples
 
     def generate_inputs(self, round_index: int, prompts: list[str]) -> list[str]:
         c = self.config
@@ -657,6 +678,8 @@ class _Synthesis:
         prior = None
         if method == "batch":
             prior = _mean_columns(probs)
+        elif method == "balanced":
+            prior = balanced_prior(probs)
         elif method == "content_free":
             prior = self._content_free_prior()
         if prior is not None:
@@ -766,7 +789,8 @@ class _Synthesis:
                 f"task {self.spec.name}: every generation was filtered out, no synthetic data is left.\n"
                 f"{funnel.format_table()}\n"
                 "Try more inputs (num_inputs), the 'default' preset, or a relaxed filter "
-                "(e.g. length_min_sigma_ratio, min_frequency, classification_annotation='likelihood')."
+                "(e.g. length_min_sigma_ratio, min_frequency, classification_annotation='likelihood').",
+                funnel,
             )
         return SynthesisResult(rows, funnel, rounds_generated=len(rounds) - reused, rounds_reused=reused)
 
@@ -775,6 +799,21 @@ def _softmax(scores: Sequence[float]) -> list[float]:
     top = max(scores)
     exps = [math.exp(s - top) for s in scores]
     return _normalize(exps)
+
+
+def balanced_prior(probs: Sequence[Sequence[float]], iterations: int = BALANCED_ITERATIONS) -> list[float]:
+    """The label prior that, divided out, gives every label the same total probability.
+
+    Batch calibration divides by the mean probability once; repeating it
+    (Sinkhorn scaling) converges to the prior under which the inputs spread
+    evenly over the labels, so downsampling to the smallest class keeps most.
+    """
+    prior = [1.0] * len(probs[0])
+    for _ in range(iterations):
+        scaled = [_normalize([p / q for p, q in zip(row, prior)]) for row in probs]
+        mass = _mean_columns(scaled)
+        prior = [q * m * len(prior) for q, m in zip(prior, mass)]
+    return _normalize(prior)
 
 
 def _mean_columns(rows: Sequence[Sequence[float]]) -> list[float]:

@@ -36,7 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfguide_hf.models import EMBEDDED_MODEL_ID, MARKER, is_embedded, resolve_model, weights_fingerprint
+from selfguide_hf.models import (
+    EMBEDDED_MODEL_ID,
+    MARKER,
+    ModelResolutionError,
+    is_embedded,
+    resolve_model,
+    weights_fingerprint,
+)
 from selfguide_hf.prompts import render_completion, render_task_prompt
 from selfguide_hf.task import TaskSpec, TaskSpecError
 
@@ -60,6 +67,14 @@ RUN_ARTIFACTS: tuple[str, ...] = (
     MANIFEST_NAME,
 )
 SYNTHETIC_COLUMNS: tuple[str, ...] = ("input", "output")
+# Builder parameters that have their own recipe flag.
+SYNTHESIS_KEYS_WITH_FLAGS: dict[str, str] = {
+    "task": "--task",
+    "model": "--model",
+    "num_inputs": "--num_inputs",
+    "seed": "--synthesis_seed",
+    "cache_dir": "--synthesis_cache_dir",
+}
 
 
 class TrainingConfigError(ValueError):
@@ -192,6 +207,9 @@ class SelfGuideArguments:
             raise TrainingConfigError(
                 f"synthesis: expected a mapping of synthesis overrides, got {type(self.synthesis).__name__}"
             )
+        for key, flag in SYNTHESIS_KEYS_WITH_FLAGS.items():
+            if self.synthesis and key in self.synthesis:
+                raise TrainingConfigError(f"synthesis: give '{key}' as {flag}, not inside the synthesis mapping")
         if self.method not in METHODS:
             raise TrainingConfigError(f"method: unknown method {self.method!r}; known: {sorted(METHODS)}")
         for name in ("num_inputs", "max_train_rows", "eval_max_rows", "torch_threads"):
@@ -701,26 +719,29 @@ def _holds_run(folder: Path) -> bool:
     )
 
 
-def check_output_dir(output_dir: str | os.PathLike[str], manifest: dict[str, Any], overwrite: bool) -> None:
-    """Refuse an output directory that holds another run, unless ``overwrite`` (then clear that run)."""
+def check_output_dir(output_dir: str | os.PathLike[str], manifest: dict[str, Any], overwrite: bool) -> bool:
+    """Refuse an output directory that holds another run; True when a run there must be cleared first.
+
+    Read-only, so every process of a launch can call it and fail the same way.
+    """
     folder = Path(output_dir)
     if not _holds_run(folder):
-        return
-    saved = read_manifest(folder) if not overwrite else None
+        return False
     if overwrite:
-        clear_run(folder)
-        return
+        return True
+    saved = read_manifest(folder)
     if saved is None:
         raise RunMismatchError(
             f"{folder}: holds training output that is not a self-guide run (no {MANIFEST_NAME}); "
-            "choose another --output_dir or pass --overwrite_output_dir to replace it"
+            "choose another --output_dir or pass --overwrite_output_dir true to replace it"
         )
     diffs = manifest_differences(saved, manifest)
     if diffs:
         raise RunMismatchError(
             f"{folder}: holds a different run ({'; '.join(diffs)}); choose another --output_dir, "
-            "or pass --overwrite_output_dir to replace it"
+            "or pass --overwrite_output_dir true to replace it"
         )
+    return False
 
 
 def clear_run(folder: Path) -> None:
@@ -887,7 +908,10 @@ def prepare_run(
         spec = TaskSpec.load(sg_args.task)
     except TaskSpecError as exc:
         raise TrainingConfigError(f"--task {sg_args.task}: {exc}") from exc
-    model_path = resolve_model(sg_args.model)
+    try:
+        model_path = resolve_model(sg_args.model)
+    except ModelResolutionError as exc:
+        raise TrainingConfigError(f"--model {sg_args.model}: {exc}") from exc
     manifest = run_manifest(sg_args, spec, model_path, model_args, training_args)
     # Push settings are handled after training with our own card; the trainer must not push,
     # and must not pickle the token into checkpoints (training_args.bin).
@@ -900,9 +924,9 @@ def prepare_run(
     training_args.push_to_hub = False
     resume = _resume_checkpoint(training_args)
     state = training_args.distributed_state
+    must_clear = False
     if resume is None:
-        if state.is_main_process:
-            check_output_dir(training_args.output_dir, manifest, sg_args.overwrite_output_dir)
+        must_clear = check_output_dir(training_args.output_dir, manifest, sg_args.overwrite_output_dir)
     else:
         saved = read_manifest(training_args.output_dir)
         if saved is not None:
@@ -913,9 +937,12 @@ def prepare_run(
                 )
         check_adapter_base(resume, model_path, sg_args.model)
         training_args.resume_from_checkpoint = resume
-    state.wait_for_everyone()
+    state.wait_for_everyone()  # everyone has read the folder before the main process changes it
     if state.is_main_process:
+        if must_clear:
+            clear_run(Path(training_args.output_dir))
         write_manifest(training_args.output_dir, manifest)
+    state.wait_for_everyone()
     set_cpu_threads(sg_args, training_args)
     return SelfGuideRun(
         args=sg_args,
@@ -1206,11 +1233,21 @@ def _synthesis_config(run: SelfGuideRun, data: SyntheticData) -> dict[str, Any]:
     }
     if run.args.synthesis:
         config["overrides"] = run.args.synthesis
-    info = getattr(data.dataset, "info", None)
-    description = getattr(info, "config_name", None)
-    if description:
-        config["builder_config"] = description
+    recorded = builder_description(data.dataset)
+    if recorded:  # what the builder actually used, all parameters included
+        config["preset"] = recorded.get("preset")
+        config["model_fingerprint"] = recorded.get("model_fingerprint")
+        config["parameters"] = recorded.get("synthesis")
     return config
+
+
+def builder_description(dataset: Any) -> dict[str, Any] | None:
+    """The synthesis record the selfguide builder stores in the dataset info, if it made this dataset."""
+    try:
+        data = json.loads(dataset.info.description)["selfguide"]
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def default_license(model_path: str, given: str | None) -> str:

@@ -107,7 +107,8 @@ def test_unwrap_strips_an_announcing_first_line_only() -> None:
 def test_leading_marker_is_shared_by_all_inputs() -> None:
     assert leading_marker(["claim: a\nperspective: b", "claim: c"]) == "claim: "
     assert leading_marker(["Premise: a <sep> Hypothesis: b", "premise: c"]) == "Premise: "
-    assert leading_marker(["Sentence 1: a", "Statement: b"]) == ""
+    assert leading_marker(["Statement: a", "Statment: b", "Statement: c"]) == "Statement: "  # a typo
+    assert leading_marker(["Sentence 1: a", "no marker here"]) == ""
     assert leading_marker(["Who won?"]) == ""
 
 

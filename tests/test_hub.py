@@ -126,7 +126,7 @@ def _info(**overrides) -> cards.CardInfo:
         "method": "lora",
         "manifest": {"lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}},
         "training": {"epochs": 3, "learning_rate": 2e-4},
-        "synthesis": {"num_inputs": 160, "seed": 42},
+        "synthesis": {"num_inputs": 160, "seed": 42, "parameters": {"min_frequency": 0.3, "num_samples": 10}},
         "funnel": {"raw_inputs": 160, "dropped": {"length": 20, "noise": 3}, "kept": 64},
         "evaluation": {"split": "test", "before": {"exact_match": 0.7}, "after": {"exact_match": 50.0}},
         "command": "accelerate launch recipes/sft.py --config c.yaml --task task199",
@@ -147,6 +147,7 @@ def test_model_card_content() -> None:
     assert "| dropped.length | 20 |" in text and "| raw_inputs | 160 |" in text
     assert "| exact_match | 0.7 | 50 |" in text
     assert "lora_r | 16" in text and "arXiv" in text and "zhao2024selfguide" in text
+    assert "<summary>All synthesis parameters</summary>" in text and '"min_frequency": 0.3' in text
     assert "accelerate launch recipes/sft.py --config c.yaml --task task199" in text
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -96,7 +97,7 @@ def test_paper_preset_is_the_papers_parameters() -> None:
     assert (paper.num_samples, paper.annotation_temperature, paper.annotation_top_k) == (10, 0.2, 10)
     assert paper.min_frequency == 0.3
     assert paper.classification_annotation == "sample" and paper.balance == "downsample"
-    assert not (paper.prime_inputs or paper.stop_at_blank_line or paper.drop_truncated)
+    assert not (paper.prime_inputs or paper.stop_run_on or paper.drop_truncated or paper.shuffle_examples)
     assert paper.label_calibration == "none"
 
 
@@ -106,7 +107,8 @@ def test_default_preset_differs_only_where_documented() -> None:
         "input_max_new_tokens",
         "drop_truncated",
         "prime_inputs",
-        "stop_at_blank_line",
+        "stop_run_on",
+        "shuffle_examples",
         "input_filters_classification",
         "input_filters_generation",
         "length_min_sigma_ratio",
@@ -163,7 +165,45 @@ def test_rounds_prompts_and_pool(tokenizer: Any) -> None:
     assert all(p.endswith("claim: ") for p in input_prompts)
     sampling = engine.samplings[0]
     assert (sampling.temperature, sampling.top_k, sampling.n, sampling.max_new_tokens) == (0.7, 40, 1, 256)
-    assert "\n\n" in sampling.stop
+    assert "\n\n" in sampling.stop and "\nExample " in sampling.stop
+
+
+def test_examples_are_shuffled_in_the_default_preset(tokenizer: Any) -> None:
+    spec = bundled_spec("task738")
+    first_demo = spec.demonstrations[0].input
+    orders = []
+    for preset in ("default", "paper"):
+        engine = ScriptedEngine()
+        relaxed = cfg(preset, num_inputs=20, prompts_per_round=20, input_filters_classification=("empty",))
+        config = dataclasses.replace(relaxed, classification_annotation="likelihood")
+        synthesize(spec, engine, tokenizer, config, show_progress=False)
+        prompts = [p for p in engine.generated_prompts if INPUT_REQUEST in p]
+        orders.append({("Example 1:\n" + first_demo) in p for p in prompts})
+    assert orders[0] == {True, False}  # default: the first demonstration is not always shown first
+    assert orders[1] == {True}  # paper: demonstrations first, in order
+
+
+def test_balanced_calibration_spreads_three_labels(tokenizer: Any) -> None:
+    spec = bundled_spec("task190")
+
+    class Skewed(ScriptedEngine):
+        """Always prefers E, with per-input noise: argmax alone gives E to every input."""
+
+        def score_choices(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
+            import random
+
+            rng = random.Random(len(self.scored_prompts))
+            self.scored_prompts.extend(prompts)
+            return [[0.0, -1.5 + rng.random(), -3.0 + rng.random()] for _ in prompts]
+
+    config = cfg(num_inputs=30, prompts_per_round=30, input_filters_classification=("empty",), balance="none")
+    classes = {}
+    for method in ("none", "batch", "balanced"):
+        variant = dataclasses.replace(config, label_calibration=method)
+        result = synthesize(spec, Skewed(), tokenizer, variant, show_progress=False)
+        classes[method] = Counter(row["output"] for row in result.rows)
+    assert set(classes["none"]) == {"E"}
+    assert min(classes["balanced"][label] for label in spec.labels) >= 6, classes
 
 
 def test_label_is_drawn_uniformly(tokenizer: Any) -> None:

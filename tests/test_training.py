@@ -141,6 +141,7 @@ def test_unknown_task_is_a_clear_error(tmp_path: Path) -> None:
         (["--model", "a", "--model_name_or_path", "b"], "disagree"),
         (["--load_in_4bit", "true"], "use --method qlora"),
         (["--synthesis", "[1, 2]"], "mapping"),
+        (["--synthesis", '{"seed": 1}'], "give 'seed' as --synthesis_seed"),
     ],
 )
 def test_bad_arguments(argv: list[str], message: str) -> None:
@@ -341,6 +342,22 @@ def test_qlora_trains_on_cpu(tmp_path: Path, tiny_model_dir: Path, rows_file: Pa
     assert (out / "adapter_model.safetensors").is_file()
     assert json.loads((out / training.MANIFEST_NAME).read_text())["quantization"]["quant_type"] == "nf4"
     assert result.metrics["train_loss"] > 0
+
+
+def test_evaluate_before_and_after_goes_into_the_card(tmp_path: Path, tiny_model_dir: Path, rows_file: Path) -> None:
+    out = tmp_path / "run"
+    argv = tiny_argv(tiny_model_dir, out, rows_file, "--evaluate", "true", "--eval_max_rows", "3")
+    sg, targs, margs = parse_recipe_args(argv)
+    run = training.prepare_run(sg, targs, margs, argv)
+    data = training.build_synthetic_dataset(run)
+    result = training.train_adapter(run, data)
+    evaluation = training.evaluate_run(run, result)
+    training.write_run_outputs(run, data, result)
+    assert evaluation["before"]["num_examples"] == evaluation["after"]["num_examples"] == 3
+    assert evaluation["before"]["metric"] == "exact_match"
+    saved = json.loads((out / training.EVAL_NAME).read_text())
+    assert saved["after"]["score"] == evaluation["after"]["score"]
+    assert "| exact_match |" in (out / "README.md").read_text()
 
 
 # ---------------------------------------------------------------- run checks
