@@ -810,7 +810,7 @@ def balanced_prior(probs: Sequence[Sequence[float]], iterations: int = BALANCED_
     """
     prior = [1.0] * len(probs[0])
     for _ in range(iterations):
-        scaled = [_normalize([p / q for p, q in zip(row, prior)]) for row in probs]
+        scaled = [_normalize([p / max(q, 1e-12) for p, q in zip(row, prior)]) for row in probs]
         mass = _mean_columns(scaled)
         prior = [q * m * len(prior) for q, m in zip(prior, mass)]
     return _normalize(prior)
