@@ -186,8 +186,8 @@ class SelfGuideArguments:
     torch_threads: int | None = field(
         default=None,
         metadata={
-            "help": "CPU threads per process; unset: the usable cores divided by the local processes "
-            "(accelerate launch otherwise pins every process to one thread)."
+            "help": "CPU threads per process; unset: the usable cores divided by the local processes, or 1 "
+            "when other jobs keep every core busy (accelerate launch otherwise pins one thread)."
         },
     )
 
@@ -876,23 +876,37 @@ def reproduce_command(argv: Sequence[str] | None = None) -> str:
     return "accelerate launch recipes/sft.py " + sanitized_command(argv)
 
 
+def auto_cpu_threads(local_processes: int) -> int:
+    """Threads per process: the usable cores shared among the local processes, or 1 on a busy machine.
+
+    When other jobs already keep every core busy (1-minute load average >= cores),
+    each parallel op waits at its barrier for a thread the scheduler parked, and a
+    single thread is several times faster (docs/TRAINING.md, measured).
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    threads = max(1, cores // max(1, local_processes))
+    try:
+        busy = os.getloadavg()[0] >= cores
+    except OSError:
+        busy = False
+    return 1 if busy else threads
+
+
 def set_cpu_threads(sg_args: SelfGuideArguments, training_args: Any) -> int | None:
-    """Give each CPU process its share of the cores (accelerate launch sets OMP_NUM_THREADS=1)."""
+    """Set torch's CPU threads (accelerate launch sets OMP_NUM_THREADS=1 when it has no config)."""
     import torch
 
     if not (training_args.use_cpu or not torch.cuda.is_available()):
         return None
     threads = sg_args.torch_threads
     if threads is None:
-        try:
-            cores = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cores = os.cpu_count() or 1
-        local = (
-            int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or training_args.distributed_state.num_processes
-        )
-        threads = max(1, cores // max(1, local))
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or training_args.distributed_state.num_processes
+        threads = auto_cpu_threads(local)
     torch.set_num_threads(threads)
+    logger.info("torch CPU threads per process: %d", threads)
     return threads
 
 

@@ -433,6 +433,16 @@ def test_resume_needs_a_complete_checkpoint(tmp_path: Path, tiny_model_dir: Path
         training.prepare_run(sg, targs, margs)
 
 
+def test_auto_cpu_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert training.auto_cpu_threads(1) == 4 and training.auto_cpu_threads(2) == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0))  # other jobs saturate the cores
+    assert training.auto_cpu_threads(1) == 1
+
+
 def test_sanitized_command_drops_tokens() -> None:
     argv = ["--task", TASK, "--hub_token", "hf_secret", "--hub_token=hf_other", "--push_to_hub", "true"]
     command = training.reproduce_command(argv)
