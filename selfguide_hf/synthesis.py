@@ -74,6 +74,12 @@ CONTENT_FREE_INPUTS: tuple[str, ...] = ("N/A", "[MASK]", "")
 CHECKPOINT_VERSION = 3
 # The input-generation prompt numbers its examples "Example N:"; writing one more means a run-on.
 RUN_ON_EXAMPLE = "\nExample "
+FILTER_FIELDS = (
+    "input_filters_classification",
+    "input_filters_generation",
+    "output_filters_classification",
+    "output_filters_generation",
+)
 
 
 class SynthesisError(RuntimeError):
@@ -130,15 +136,14 @@ class SynthesisConfig:
     annotation_top_p: float | None = None
     annotation_max_new_tokens: int = 500
     min_frequency: float = 0.3  # the vote's winner needs this share of the surviving samples
-    label_calibration: str = "none"  # likelihood: divide by the label prior, "batch" or "content_free"
+    label_calibration: str = "none"  # likelihood: "balanced", "batch" or "content_free" prior
+
     min_label_probability: float = 0.0  # likelihood: drop when the chosen label is less likely than this
     # --- balancing
     balance: str = "downsample"  # "downsample" every class to the smallest one, or "none"
 
     def __post_init__(self) -> None:
-        for name in ("input_filters_classification", "input_filters_generation"):
-            setattr(self, name, tuple(getattr(self, name)))
-        for name in ("output_filters_classification", "output_filters_generation"):
+        for name in FILTER_FIELDS:  # lists from YAML or kwargs: tuples, so configs compare and hash alike
             setattr(self, name, tuple(getattr(self, name)))
         self.validate()
 
@@ -176,12 +181,7 @@ class SynthesisConfig:
         for name in ("min_frequency", "min_label_probability"):
             value = getattr(self, name)
             _check(_is_number(value) and 0 <= value <= 1, name, "a number in [0, 1]", value)
-        for name in (
-            "input_filters_classification",
-            "input_filters_generation",
-            "output_filters_classification",
-            "output_filters_generation",
-        ):
+        for name in FILTER_FIELDS:
             for filter_name in getattr(self, name):
                 _check(filter_name in FILTERS, name, f"filter names from {sorted(FILTERS)}", filter_name)
         _check(
@@ -240,8 +240,9 @@ def _register_presets() -> None:
     # - the ±2σ length window over 2-3 demonstrations is a few characters wide, so
     #   sigma is floored at half the mean length (window [0, 2·mu));
     # - classification inputs are annotated with the most likely label under the
-    #   task prompt, calibrated by the mean label probability over all generated
-    #   inputs ("batch"), so every annotation is a valid label and the label the
+    #   task prompt, calibrated by the label prior under which all generated
+    #   inputs spread evenly over the labels ("balanced", iterated batch
+    #   calibration), so every annotation is a valid label and the label the
     #   model favours everywhere does not take them all (balancing would then
     #   throw most of them away);
     # - the reply to an input-generation prompt is started with the field marker
@@ -264,7 +265,7 @@ def _register_presets() -> None:
         input_filters_generation=("unwrap", "empty", "noise", "format", "duplicate"),
         length_min_sigma_ratio=0.5,
         classification_annotation="likelihood",
-        label_calibration="batch",
+        label_calibration="balanced",
         annotation_max_new_tokens=256,
     )
 
