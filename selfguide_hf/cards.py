@@ -30,6 +30,24 @@ CITATION = """@misc{zhao2024selfguide,
 INSTRUCTION_PREVIEW_CHARS = 600
 FUNNEL_SKIP = frozenset({"examples", "task"})
 
+# Both cards end alike: the command that reproduces them, the license, the paper to cite.
+CARD_FOOTER = """## Reproduce
+
+```bash
+$command
+```
+
+## License
+
+$license_text
+
+## Citation
+
+```bibtex
+$citation
+```
+"""
+
 MODEL_CARD_TEMPLATE = Template(
     """
 # $title
@@ -78,22 +96,8 @@ tokenizer = AutoTokenizer.from_pretrained("$repo_hint")
 Prompt it exactly as it was trained: `selfguide_hf.prompts.render_task_prompt(spec, text, tokenizer)`
 (the task instruction and demonstrations as chat turns, then the new input).
 
-## Reproduce
-
-```bash
-$command
-```
-
-## License
-
-$license_text
-
-## Citation
-
-```bibtex
-$citation
-```
 """
+    + CARD_FOOTER
 )
 
 DATASET_CARD_TEMPLATE = Template(
@@ -123,22 +127,8 @@ $synthesis_table
 
 $funnel
 
-## Reproduce
-
-```bash
-$command
-```
-
-## License
-
-$license_text
-
-## Citation
-
-```bibtex
-$citation
-```
 """
+    + CARD_FOOTER
 )
 
 

@@ -209,7 +209,9 @@ class SelfGuideArguments:
             )
         for key, flag in SYNTHESIS_KEYS_WITH_FLAGS.items():
             if self.synthesis and key in self.synthesis:
-                raise TrainingConfigError(f"synthesis: give '{key}' as {flag}, not inside the synthesis mapping")
+                raise TrainingConfigError(
+                    f"synthesis: give '{key}' as {flag}, not inside the synthesis mapping"
+                )
         if self.method not in METHODS:
             raise TrainingConfigError(f"method: unknown method {self.method!r}; known: {sorted(METHODS)}")
         for name in ("num_inputs", "max_train_rows", "eval_max_rows", "torch_threads"):
@@ -903,7 +905,9 @@ def set_cpu_threads(sg_args: SelfGuideArguments, training_args: Any) -> int | No
         return None
     threads = sg_args.torch_threads
     if threads is None:
-        local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or training_args.distributed_state.num_processes
+        local = (
+            int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or training_args.distributed_state.num_processes
+        )
         threads = auto_cpu_threads(local)
     torch.set_num_threads(threads)
     logger.info("torch CPU threads per process: %d", threads)

@@ -29,87 +29,12 @@ from selfguide_hf.generation import (
     cut_at_stop,
     generate_distributed,
 )
-
-CHATML = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+from tests import tiny_model
 
 
-def _corpus() -> list[str]:
-    subjects = [
-        "the cat",
-        "a dog",
-        "my friend",
-        "the teacher",
-        "our team",
-        "this model",
-        "the claim",
-        "a student",
-    ]
-    verbs = ["supports", "undermines", "reads", "writes", "answers", "likes", "explains", "questions"]
-    objects = ["the perspective", "a long story", "the question", "every input", "the output", "a short poem"]
-    endings = [".", "!", "?", " today.", " again."]
-    sentences = []
-    for i, s in enumerate(subjects):
-        for j, v in enumerate(verbs):
-            for k, o in enumerate(objects):
-                sentences.append(f"{s} {v} {o}{endings[(i + j + k) % len(endings)]}".capitalize())
-    return [*sentences, "user assistant system", "claim: perspective: answer: support undermine hello"]
-
-
-def build_tiny_model(tmp_path: Path, pad_token: bool = True) -> Path:
-    """Save a ~100k-parameter Llama and a BPE tokenizer trained on the fly to ``tmp_path``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    tmp_path = Path(tmp_path)
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
-    bpe = Tokenizer(models.BPE(unk_token=None))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    bpe.train_from_iterator(_corpus(), trainer=trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        unk_token="<|endoftext|>",
-        pad_token="<pad>" if pad_token else None,
-    )
-    tokenizer.chat_template = CHATML
-    tokenizer.save_pretrained(str(tmp_path))
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        # Untied, wider-than-default init: a tied tiny model just echoes its last token,
-        # which would make greedy outputs identical for every prompt.
-        tie_word_embeddings=False,
-        initializer_range=0.2,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(str(tmp_path))
-    return tmp_path
+def build_tiny_model(out_dir: Path, pad_token: bool = True) -> Path:
+    """The shared tiny model, with outputs that differ from prompt to prompt."""
+    return tiny_model.build_tiny_model(out_dir, pad_token=pad_token, varied_outputs=True)
 
 
 @pytest.fixture(scope="module", autouse=True)

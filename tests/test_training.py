@@ -344,7 +344,9 @@ def test_qlora_trains_on_cpu(tmp_path: Path, tiny_model_dir: Path, rows_file: Pa
     assert result.metrics["train_loss"] > 0
 
 
-def test_evaluate_before_and_after_goes_into_the_card(tmp_path: Path, tiny_model_dir: Path, rows_file: Path) -> None:
+def test_evaluate_before_and_after_goes_into_the_card(
+    tmp_path: Path, tiny_model_dir: Path, rows_file: Path
+) -> None:
     out = tmp_path / "run"
     argv = tiny_argv(tiny_model_dir, out, rows_file, "--evaluate", "true", "--eval_max_rows", "3")
     sg, targs, margs = parse_recipe_args(argv)

@@ -33,7 +33,13 @@ def _training_corpus() -> list[str]:
     return texts
 
 
-def build_tiny_model(out_dir: Path, chat_template: bool = True, vocab_size: int = 600) -> Path:
+def build_tiny_model(
+    out_dir: Path,
+    chat_template: bool = True,
+    vocab_size: int = 600,
+    pad_token: bool = True,
+    varied_outputs: bool = False,
+) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -54,7 +60,7 @@ def build_tiny_model(out_dir: Path, chat_template: bool = True, vocab_size: int 
         tokenizer_object=bpe,
         bos_token="<|im_start|>",
         eos_token="<|im_end|>",
-        pad_token="<pad>",
+        pad_token="<pad>" if pad_token else None,
         unk_token="<|endoftext|>",
     )
     if chat_template:
@@ -73,7 +79,10 @@ def build_tiny_model(out_dir: Path, chat_template: bool = True, vocab_size: int 
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        # varied_outputs: untied, with a wider init. A tied tiny model echoes its last
+        # token, so greedy outputs would be the same for every prompt.
+        tie_word_embeddings=not varied_outputs,
+        initializer_range=0.2 if varied_outputs else 0.02,
     )
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -3,10 +3,23 @@
 from __future__ import annotations
 
 import datasets
+import evaluate
 
-from selfguide_hf.metrics.core import normalize_references
+from selfguide_hf.metrics.core import CITATION, normalize_references
 
-__all__ = ["ReferenceListsMixin", "reference_features"]
+__all__ = ["ReferenceListsMixin", "metric_info", "reference_features"]
+PAPER_URL = "https://arxiv.org/abs/2407.12874"
+
+
+def metric_info(description: str, inputs_description: str, source_url: str) -> evaluate.MetricInfo:
+    """The MetricInfo both modules share: the paper's citation, reference-list features."""
+    return evaluate.MetricInfo(
+        description=description,
+        citation=CITATION,
+        inputs_description=inputs_description,
+        features=reference_features(),
+        reference_urls=[PAPER_URL, source_url],
+    )
 
 
 def reference_features() -> list[datasets.Features]:

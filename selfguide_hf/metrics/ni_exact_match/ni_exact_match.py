@@ -5,8 +5,8 @@
 
 import evaluate
 
-from selfguide_hf.metrics._evaluate_support import ReferenceListsMixin, reference_features
-from selfguide_hf.metrics.core import CITATION, compute_exact_match
+from selfguide_hf.metrics._evaluate_support import ReferenceListsMixin, metric_info
+from selfguide_hf.metrics.core import compute_exact_match
 
 _DESCRIPTION = """\
 Exact match for classification tasks, as used to evaluate SELF-GUIDE on Natural
@@ -41,15 +41,8 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class NiExactMatch(ReferenceListsMixin, evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=reference_features(),
-            reference_urls=[
-                "https://arxiv.org/abs/2407.12874",
-                "https://github.com/allenai/natural-instructions",
-            ],
+        return metric_info(
+            _DESCRIPTION, _KWARGS_DESCRIPTION, "https://github.com/allenai/natural-instructions"
         )
 
     def _compute(self, predictions, references, labels=None):

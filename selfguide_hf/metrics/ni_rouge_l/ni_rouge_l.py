@@ -5,8 +5,8 @@
 
 import evaluate
 
-from selfguide_hf.metrics._evaluate_support import ReferenceListsMixin, reference_features
-from selfguide_hf.metrics.core import CITATION, compute_rouge_l
+from selfguide_hf.metrics._evaluate_support import ReferenceListsMixin, metric_info
+from selfguide_hf.metrics.core import compute_rouge_l
 
 _DESCRIPTION = """\
 Word-level ROUGE-L F1 for generation tasks, as used to evaluate SELF-GUIDE on Natural
@@ -35,15 +35,10 @@ Examples:
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class NiRougeL(ReferenceListsMixin, evaluate.Metric):
     def _info(self):
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=reference_features(),
-            reference_urls=[
-                "https://arxiv.org/abs/2407.12874",
-                "https://github.com/google-research/google-research/tree/master/rouge",
-            ],
+        return metric_info(
+            _DESCRIPTION,
+            _KWARGS_DESCRIPTION,
+            "https://github.com/google-research/google-research/tree/master/rouge",
         )
 
     def _compute(self, predictions, references):

@@ -1,0 +1,179 @@
+"""Quality benchmark: few-shot baseline vs self-guided on the bundled tasks, one `selfguide run` per task.
+
+    python benchmarks/quality.py --tasks task190,task199 --num-inputs 100 --max-eval 100 \
+        --out-dir outputs/quality --update-docs
+
+Each task runs `selfguide run` in its own process (so a crash or an OOM in one
+task loses nothing else, and a rerun reuses every finished synthesis, adapter
+and evaluation through the CLI's caches). The per-task table — baseline,
+self-guided, delta, majority-class rate, synthetic pairs kept, minutes — is
+printed as markdown, saved as JSON, and with ``--update-docs`` written into
+docs/BENCHMARKS.md between the ``quality`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs" / "BENCHMARKS.md"
+START_MARK = "<!-- quality:start -->"
+END_MARK = "<!-- quality:end -->"
+
+
+def bundled_tasks() -> list[str]:
+    sys.path.insert(0, str(ROOT))
+    from selfguide_hf.bundled import bundled_task_names
+
+    return list(bundled_task_names())
+
+
+def run_task(task: str, out_dir: Path, passthrough: list[str], threads: int) -> dict[str, Any]:
+    """`selfguide run` for one task; returns its report.json plus wall minutes (or the error)."""
+    task_dir = out_dir / task
+    cmd = [sys.executable, "-m", "selfguide_hf.cli", "run", "--task", task, "--output-dir", str(task_dir)]
+    cmd += passthrough
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
+    task_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(task_dir / "quality-run.log", "w") as log:
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, check=False)
+    minutes = (time.time() - start) / 60
+    report_path = task_dir / "report.json"
+    if done.returncode != 0 or not report_path.exists():
+        tail = (task_dir / "quality-run.log").read_text(errors="replace").strip().splitlines()[-1:]
+        return {"task": task, "error": tail[0] if tail else f"exit {done.returncode}", "minutes": minutes}
+    report = json.loads(report_path.read_text())
+    report["minutes"] = minutes
+    return report
+
+
+def row_of(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one task for the table."""
+    if "error" in report:
+        return {"task": report["task"], "error": report["error"], "minutes": round(report["minutes"], 1)}
+    base, tuned = report.get("baseline") or {}, report.get("self_guided") or {}
+    funnel = report.get("funnel") or {}
+    return {
+        "task": report["task"],
+        "metric": report["metric"],
+        "baseline": base.get("score"),
+        "self_guided": tuned.get("score"),
+        "delta": report.get("delta"),
+        "majority_rate": base.get("majority_rate"),
+        "num_eval": base.get("num_examples"),
+        "kept": funnel.get("kept"),
+        "raw": funnel.get("raw_inputs"),
+        "minutes": round(report["minutes"], 1),
+        "stage_minutes": report.get("timings_min", {}),
+    }
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}"
+
+
+def averages(rows: list[dict[str, Any]], metric: str) -> dict[str, float] | None:
+    done = [r for r in rows if r.get("metric") == metric and r.get("self_guided") is not None]
+    if not done:
+        return None
+    mean = lambda key: sum(r[key] for r in done) / len(done)  # noqa: E731
+    out = {"tasks": len(done), "baseline": mean("baseline"), "self_guided": mean("self_guided")}
+    out["delta"] = out["self_guided"] - out["baseline"]
+    if all(r["majority_rate"] is not None for r in done):
+        out["majority_rate"] = mean("majority_rate")
+    return out
+
+
+def markdown(results: dict[str, Any]) -> str:
+    rows = results["rows"]
+    lines = [
+        f"`{results['command']}` — {results['date']}, {results['machine']}, "
+        f"load average at start {results['load_average']}.",
+        "",
+        "| task | metric | few-shot | self-guided | delta | majority rate | pairs kept / raw | eval n | minutes |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['task']} | failed: {r['error']} | | | | | | | {r['minutes']} |")
+            continue
+        lines.append(
+            f"| {r['task']} | {r['metric']} | {_fmt(r['baseline'])} | {_fmt(r['self_guided'])} | "
+            f"{_signed(r['delta'])} | {_fmt(r['majority_rate'])} | "
+            f"{r['kept']} / {r['raw']} | {r['num_eval']} | {r['minutes']} |"
+        )
+    for metric, avg in results["averages"].items():
+        if avg:
+            lines.append(
+                f"| **mean of {avg['tasks']} ({metric})** | {metric} | {avg['baseline']:.1f} | "
+                f"{avg['self_guided']:.1f} | {avg['delta']:+.1f} | {_fmt(avg.get('majority_rate'))} | | | |"
+            )
+    return "\n".join(lines)
+
+
+def update_docs(text: str, path: Path = DOCS) -> None:
+    """Replace the block between the quality markers (appending the markers the first time)."""
+    doc = path.read_text()
+    block = f"{START_MARK}\n{text}\n{END_MARK}"
+    if START_MARK in doc and END_MARK in doc:
+        head, rest = doc.split(START_MARK, 1)
+        doc = head + block + rest.split(END_MARK, 1)[1]
+    else:
+        doc = doc.rstrip() + "\n\n## Quality: few-shot vs self-guided (issue 5)\n\n" + block + "\n"
+    path.write_text(doc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", default="all", help="comma-separated bundled task names, or 'all'")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "outputs" / "quality")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads per task run")
+    parser.add_argument("--json", type=Path, default=None, help="default: <out-dir>/quality.json")
+    parser.add_argument("--update-docs", action="store_true", help="write the table into docs/BENCHMARKS.md")
+    args, passthrough = parser.parse_known_args(argv)  # the rest goes to `selfguide run`
+    tasks = bundled_tasks() if args.tasks == "all" else [t for t in args.tasks.split(",") if t]
+    command = "python benchmarks/quality.py " + " ".join(
+        [f"--tasks {args.tasks}", f"--threads {args.threads}", *passthrough]
+    )
+    rows = []
+    for task in tasks:
+        print(f"{task}: selfguide run …", file=sys.stderr, flush=True)
+        row = row_of(run_task(task, args.out_dir, passthrough, args.threads))
+        print(f"  {json.dumps(row)}", file=sys.stderr, flush=True)
+        rows.append(row)
+    results = {
+        "command": command,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s)",
+        "load_average": round(os.getloadavg()[0], 1),
+        "rows": rows,
+        "averages": {m: averages(rows, m) for m in ("exact_match", "rouge_l")},
+    }
+    out_json = args.json or args.out_dir / "quality.json"
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    print(table)
+    if args.update_docs:
+        update_docs(table)
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
