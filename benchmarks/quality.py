@@ -20,6 +20,7 @@ import platform
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -144,24 +145,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", default="all", help="comma-separated bundled task names, or 'all'")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "outputs" / "quality")
     parser.add_argument("--threads", type=int, default=2, help="torch threads per task run")
+    parser.add_argument("--jobs", type=int, default=1, help="tasks run side by side (give each 1 thread)")
     parser.add_argument("--json", type=Path, default=None, help="default: <out-dir>/quality.json")
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/BENCHMARKS.md")
     args, passthrough = parser.parse_known_args(argv)  # the rest goes to `selfguide run`
     tasks = bundled_tasks() if args.tasks == "all" else [t for t in args.tasks.split(",") if t]
     command = "python benchmarks/quality.py " + " ".join(
-        [f"--tasks {args.tasks}", f"--threads {args.threads}", *passthrough]
+        [f"--tasks {args.tasks}", f"--threads {args.threads}", f"--jobs {args.jobs}", *passthrough]
     )
-    rows = []
-    for task in tasks:
+    load_at_start = round(os.getloadavg()[0], 1)
+
+    def one(task: str) -> dict[str, Any]:
         print(f"{task}: selfguide run …", file=sys.stderr, flush=True)
         row = row_of(run_task(task, args.out_dir, passthrough, args.threads))
         print(f"  {json.dumps(row)}", file=sys.stderr, flush=True)
-        rows.append(row)
+        return row
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each task is its own process
+        rows = list(pool.map(one, tasks))
     results = {
         "command": command,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s)",
-        "load_average": round(os.getloadavg()[0], 1),
+        "load_average": load_at_start,
+        "load_average_end": round(os.getloadavg()[0], 1),
         "rows": rows,
         "averages": {m: averages(rows, m) for m in ("exact_match", "rouge_l")},
     }

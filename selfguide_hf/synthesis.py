@@ -674,18 +674,11 @@ class _Synthesis:
         scored = [(data["round"], item) for data in rounds for item in data.get("scored", [])]
         if not scored:
             return []
-        probs = [_softmax(item["scores"]) for _, item in scored]
         method = self.config.label_calibration
-        prior = None
-        if method == "batch":
-            prior = _mean_columns(probs)
-        elif method == "balanced":
-            prior = balanced_prior(probs)
-        elif method == "content_free":
-            prior = self._content_free_prior()
+        fixed_prior = self._content_free_prior() if method == "content_free" else None
+        probs, prior = calibrate_label_scores([item["scores"] for _, item in scored], method, fixed_prior)
         if prior is not None:
             funnel.notes["label_prior"] = {label: round(q, 4) for label, q in zip(self.labels, prior)}
-            probs = [_normalize([p / max(q, 1e-12) for p, q in zip(row, prior)]) for row in probs]
         rows = []
         for (round_index, item), row in zip(scored, probs):
             best = max(range(len(row)), key=row.__getitem__)
@@ -794,6 +787,30 @@ class _Synthesis:
                 funnel,
             )
         return SynthesisResult(rows, funnel, rounds_generated=len(rounds) - reused, rounds_reused=reused)
+
+
+def calibrate_label_scores(
+    scores: Sequence[Sequence[float]], method: str, fixed_prior: Sequence[float] | None = None
+) -> tuple[list[list[float]], list[float] | None]:
+    """Label probabilities of every input after dividing out a label prior, and that prior.
+
+    ``scores`` are label log-likelihoods, one row per input. ``batch`` divides by
+    the mean probability over these inputs, ``balanced`` by the prior that
+    spreads them evenly over the labels, ``content_free`` by ``fixed_prior``
+    (computed by the caller), ``none`` by nothing.
+    """
+    probs = [_softmax(row) for row in scores]
+    if method == "none":
+        return probs, None
+    if method == "batch":
+        prior = _mean_columns(probs)
+    elif method == "balanced":
+        prior = balanced_prior(probs)
+    elif method == "content_free" and fixed_prior is not None:
+        prior = list(fixed_prior)
+    else:
+        raise ValueError(f"label_calibration: unknown method {method!r} or missing prior")
+    return [_normalize([p / max(q, 1e-12) for p, q in zip(row, prior)]) for row in probs], prior
 
 
 def _softmax(scores: Sequence[float]) -> list[float]:

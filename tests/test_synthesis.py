@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from selfguide_hf.synthesis import (
     SynthesisConfig,
     SynthesisError,
     balance_classes,
+    calibrate_label_scores,
     synthesize,
 )
 from selfguide_hf.task import Demonstration, TaskSpec
@@ -493,3 +495,36 @@ def test_plain_model_without_chat_template(tiny_plain_model_dir: Path) -> None:
     row = result.rows[0]
     assert "Input:" in row["prompt"] and row["prompt"].endswith("Output:")
     assert row["completion"] == f" {row['output']}{tokenizer.eos_token}"
+
+
+# ------------------------------------------------------------ label calibration
+SKEWED_SCORES = [[math.log(p) for p in row] for row in ([0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4])]
+
+
+def test_uncalibrated_scores_are_the_softmax_and_favour_one_label() -> None:
+    probs, prior = calibrate_label_scores(SKEWED_SCORES, "none")
+    assert prior is None
+    assert probs[0] == pytest.approx([0.9, 0.1])
+    assert all(row[0] > row[1] for row in probs)
+
+
+def test_balanced_calibration_spreads_the_inputs_evenly_over_the_labels() -> None:
+    probs, prior = calibrate_label_scores(SKEWED_SCORES, "balanced")
+    column_mass = [sum(col) / len(col) for col in zip(*probs)]
+    assert column_mass == pytest.approx([0.5, 0.5], abs=1e-3)
+    assert prior[0] > prior[1]  # the favoured label is the one divided down
+    winners = [max(range(2), key=row.__getitem__) for row in probs]
+    assert winners == [0, 0, 1, 1]  # order kept: the most label-0-like inputs stay label 0
+
+
+def test_batch_calibration_divides_by_the_mean_probability_once() -> None:
+    probs, prior = calibrate_label_scores(SKEWED_SCORES, "batch")
+    assert prior == pytest.approx([0.75, 0.25])
+    assert probs[0] == pytest.approx([0.75, 0.25])  # (0.9/0.75, 0.1/0.25) normalised
+
+
+def test_content_free_calibration_needs_its_prior() -> None:
+    with pytest.raises(ValueError, match="content_free"):
+        calibrate_label_scores(SKEWED_SCORES, "content_free")
+    probs, _ = calibrate_label_scores(SKEWED_SCORES, "content_free", [0.5, 0.5])
+    assert probs[0] == pytest.approx([0.9, 0.1])
