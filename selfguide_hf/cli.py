@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +31,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output-dir", type=Path, default=None, help="default: outputs/<task>")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads; default: every core, or 1 when other jobs already keep them busy",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -159,6 +166,8 @@ def training_argv(args: argparse.Namespace, adapter_dir: Path) -> list[str]:
     ]  # fmt: skip
     for key, value in settings.items():
         argv += [f"--{key}", str(value)]
+    if getattr(args, "threads", None):
+        argv += ["--torch_threads", str(args.threads)]
     return argv
 
 
@@ -293,6 +302,24 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
 COMMANDS = {"synthesize": cmd_synthesize, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run}
 
 
+def set_threads(requested: int | None) -> None:
+    """CPU threads for synthesis and evaluation, by the rule training uses.
+
+    On a machine whose cores other jobs already keep busy, a single thread is
+    several times faster than one per core (docs/TRAINING.md); an explicit
+    ``--threads`` or ``OMP_NUM_THREADS`` wins.
+    """
+    import torch
+
+    if torch.cuda.is_available() or (requested is None and os.environ.get("OMP_NUM_THREADS")):
+        return
+    from selfguide_hf.training import auto_cpu_threads
+
+    threads = requested or auto_cpu_threads(1)
+    torch.set_num_threads(threads)
+    logger.info("torch CPU threads: %d", threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -303,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     from selfguide_hf.task import TaskSpecError
 
     try:
+        set_threads(args.threads)
         COMMANDS[args.command](args)
     except (TaskSpecError, ValueError, RuntimeError, OSError) as exc:
         print(f"selfguide {args.command}: error: {exc}", file=sys.stderr)

@@ -76,3 +76,32 @@ def test_run_on_an_unbundled_ni_file_with_eval_file(tiny_model_dir, tmp_path, ni
 def test_clear_errors(argv, message, capsys, tiny_model_dir):
     assert cli.main([*argv, "--model", str(tiny_model_dir)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_threads_follow_the_flag_then_the_environment_then_the_load(monkeypatch) -> None:
+    import torch
+
+    from selfguide_hf import training
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        cli.set_threads(3)
+        assert torch.get_num_threads() == 3
+        monkeypatch.setattr(training, "auto_cpu_threads", lambda local: 1)  # a busy machine
+        cli.set_threads(None)
+        assert torch.get_num_threads() == 1
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(2)
+        cli.set_threads(None)  # the user's OMP_NUM_THREADS is left alone
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_threads_flag_reaches_the_training_arguments(tmp_path) -> None:
+    args = cli.build_parser().parse_args(["train", "--task", "task199", "--threads", "1"])
+    argv = cli.training_argv(args, tmp_path)
+    assert argv[argv.index("--torch_threads") + 1] == "1"
+    args = cli.build_parser().parse_args(["train", "--task", "task199"])
+    assert "--torch_threads" not in cli.training_argv(args, tmp_path)
