@@ -36,6 +36,7 @@ from selfguide_hf.filters import (
     CHAT_PHRASES,
     FILTERS,
     FilterContext,
+    Verdict,
     apply_filters,
     format_markers,
     leading_marker,
@@ -120,6 +121,7 @@ class SynthesisConfig:
     prime_inputs: bool = False  # start the reply with the marker all demonstration inputs start with
     stop_run_on: bool = False  # end an input where another "Example N:" starts, or a blank line none has
     shuffle_examples: bool = False  # show demonstrations and pool inputs in a random order
+    length_budget: bool = False  # stop generating where a text could no longer pass the length filter
     # --- filters
     input_filters_classification: tuple[str, ...] = ("empty", "length", "noise", "duplicate")
     input_filters_generation: tuple[str, ...] = ("empty", "noise", "duplicate")
@@ -261,6 +263,7 @@ def _register_presets() -> None:
         prime_inputs=True,
         stop_run_on=True,
         shuffle_examples=True,
+        length_budget=True,
         input_filters_classification=("unwrap", "empty", "length", "noise", "format", "duplicate"),
         input_filters_generation=("unwrap", "empty", "noise", "format", "duplicate"),
         length_min_sigma_ratio=0.5,
@@ -450,6 +453,16 @@ class _Synthesis:
             length_window(demo_out, *window), noise, chat, frozenset(), self.labels
         )
         demo_inputs = [d.input for d in spec.demonstrations]
+        self.input_budget = config.input_max_new_tokens
+        self.answer_budget = config.annotation_max_new_tokens
+        if config.length_budget:
+            if "length" in self.input_filters and self.input_ctx.length_window:
+                cap = length_token_cap(demo_inputs, self.input_ctx.length_window[1], tokenizer)
+                self.input_budget = min(self.input_budget, cap)
+            if "length" in self.output_filters and self.output_ctx.length_window:
+                demo_outputs = [d.output for d in spec.demonstrations]
+                cap = length_token_cap(demo_outputs, self.output_ctx.length_window[1], tokenizer)
+                self.answer_budget = min(self.answer_budget, cap)
         self.input_prefix = leading_marker(demo_inputs) if config.prime_inputs else ""
         self.input_stops = list(input_generation_stop_strings(tokenizer))
         if config.stop_run_on:
@@ -534,7 +547,7 @@ class _Synthesis:
         c = self.config
         temperature = c.input_temperature_classification if self.is_cls else c.input_temperature_generation
         sampling = SamplingParams(
-            max_new_tokens=c.input_max_new_tokens,
+            max_new_tokens=self.input_budget,
             temperature=temperature,
             top_k=c.input_top_k,
             top_p=c.input_top_p,
@@ -548,10 +561,7 @@ class _Synthesis:
     def filter_inputs(self, texts: list[str], funnel: Funnel) -> list[str]:
         accepted = []
         for text in texts:
-            if (
-                self.config.drop_truncated
-                and self._count_tokens(text) >= self.config.input_max_new_tokens - 1
-            ):
+            if self.config.drop_truncated and self._count_tokens(text) >= self.input_budget - 1:
                 funnel.drop("input:truncated", example=text)
                 continue
             verdict = apply_filters(text, self.input_filters, self.input_ctx)
@@ -610,7 +620,7 @@ class _Synthesis:
     ) -> list[tuple[str, float, int | None] | None]:
         c = self.config
         sampling = SamplingParams(
-            max_new_tokens=c.annotation_max_new_tokens,
+            max_new_tokens=self.answer_budget,
             temperature=c.annotation_temperature,
             top_k=c.annotation_top_k,
             top_p=c.annotation_top_p,
@@ -623,7 +633,13 @@ class _Synthesis:
         for outs in generate_distributed(self.engine, prompts, sampling, self.state):
             survivors, reasons = [], Counter()
             for out in outs:
-                verdict = apply_filters(out, self.output_filters, self.output_ctx)
+                if (
+                    self.answer_budget < c.annotation_max_new_tokens
+                    and self._count_tokens(out) >= self.answer_budget - 1
+                ):
+                    verdict = Verdict(False, "truncated", out)  # cut at the length budget
+                else:
+                    verdict = apply_filters(out, self.output_filters, self.output_ctx)
                 if verdict.keep:
                     survivors.append(verdict.text)
                 else:
@@ -787,6 +803,20 @@ class _Synthesis:
                 funnel,
             )
         return SynthesisResult(rows, funnel, rounds_generated=len(rounds) - reused, rounds_reused=reused)
+
+
+def length_token_cap(texts: Sequence[str], high_chars: int, tokenizer: Any, margin: float = 1.5) -> int:
+    """New tokens past which a text can no longer pass a length filter of ``high_chars`` characters.
+
+    Tokens vary in width, so the cap assumes the narrowest characters-per-token
+    of the reference ``texts`` and adds ``margin``: a text cut here would have
+    been dropped by the length filter anyway, and none it would keep is cut.
+    """
+    widths = [
+        len(t) / n for t in texts if t and (n := len(tokenizer(t, add_special_tokens=False)["input_ids"]))
+    ]
+    chars_per_token = min(widths) if widths else 1.0
+    return math.ceil(margin * high_chars / max(chars_per_token, 1.0)) + 8
 
 
 def calibrate_label_scores(

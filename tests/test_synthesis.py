@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from selfguide_hf.bundled import bundled_spec
+from selfguide_hf.filters import length_window
 from selfguide_hf.generation import GenerationEngine, SamplingParams, TransformersEngine
 from selfguide_hf.prompts import render_completion, render_task_prompt
 from selfguide_hf.synthesis import (
@@ -20,6 +21,7 @@ from selfguide_hf.synthesis import (
     SynthesisError,
     balance_classes,
     calibrate_label_scores,
+    length_token_cap,
     synthesize,
 )
 from selfguide_hf.task import Demonstration, TaskSpec
@@ -100,6 +102,7 @@ def test_paper_preset_is_the_papers_parameters() -> None:
     assert paper.min_frequency == 0.3
     assert paper.classification_annotation == "sample" and paper.balance == "downsample"
     assert not (paper.prime_inputs or paper.stop_run_on or paper.drop_truncated or paper.shuffle_examples)
+    assert not paper.length_budget
     assert paper.label_calibration == "none"
 
 
@@ -117,6 +120,7 @@ def test_default_preset_differs_only_where_documented() -> None:
         "classification_annotation",
         "label_calibration",
         "annotation_max_new_tokens",
+        "length_budget",
     }
     doc = (Path(__file__).resolve().parent.parent / "docs" / "SYNTHESIS.md").read_text()
     for name in changed:
@@ -166,7 +170,8 @@ def test_rounds_prompts_and_pool(tokenizer: Any) -> None:
     assert all(sum(f'"{label}"' in p for label in spec.labels) == 1 for p in input_prompts)
     assert all(p.endswith("claim: ") for p in input_prompts)
     sampling = engine.samplings[0]
-    assert (sampling.temperature, sampling.top_k, sampling.n, sampling.max_new_tokens) == (0.7, 40, 1, 256)
+    assert (sampling.temperature, sampling.top_k, sampling.n) == (0.7, 40, 1)
+    assert sampling.max_new_tokens < 256  # the length budget of task738 inputs
     assert "\n\n" in sampling.stop and "\nExample " in sampling.stop
 
 
@@ -350,7 +355,34 @@ def test_generation_task_votes_on_free_text(tokenizer: Any) -> None:
     assert {row["output"] for row in result.rows} == {"A short answer here."}
     assert all(row["num_agreeing"] == 7 for row in result.rows)  # 10 samples cycling over 3 answers
     sampling = next(s for s in engine.samplings if s.n > 1)
-    assert sampling.temperature == 0.2 and sampling.max_new_tokens == 256
+    assert sampling.temperature == 0.2
+    assert sampling.max_new_tokens < 256  # the length budget: task1195's answers are ~50 characters
+
+
+def test_length_budget_stops_where_the_length_filter_would_drop(tokenizer: Any) -> None:
+    spec = bundled_spec("task1195")
+    rambling = "and then it went on " * 60
+    engine = ScriptedEngine(answers=["A short answer here."] * 9 + [rambling])
+    result = synthesize(
+        spec, engine, tokenizer, cfg(input_filters_generation=("empty",)), show_progress=False
+    )
+    budget = next(s for s in engine.samplings if s.n > 1).max_new_tokens
+    assert result.funnel.notes["sample_drops"]["truncated"] == len(result.rows)  # one rambling sample each
+    assert all(row["output"] == "A short answer here." for row in result.rows)
+    unbudgeted = ScriptedEngine()
+    config = cfg(input_filters_generation=("empty",), length_budget=False)
+    synthesize(spec, unbudgeted, tokenizer, config, show_progress=False)
+    assert next(s for s in unbudgeted.samplings if s.n > 1).max_new_tokens == 256 > budget
+
+
+@pytest.mark.parametrize("task", ["task036", "task039", "task121", "task1195", "task190", "task738"])
+def test_length_token_cap_never_cuts_a_text_the_filter_keeps(tokenizer: Any, task: str) -> None:
+    spec = bundled_spec(task)
+    for texts in ([d.input for d in spec.demonstrations], [d.output for d in spec.demonstrations]):
+        high = length_window([len(t) for t in texts], 2.0, 0.5)[1]
+        cap = length_token_cap(texts, high, tokenizer)
+        longest_kept = (" ".join(texts) * 20)[: high - 1]  # as long as the window allows, in the task's words
+        assert len(tokenizer(longest_kept, add_special_tokens=False)["input_ids"]) < cap
 
 
 # ------------------------------------------------------------------ balancing
