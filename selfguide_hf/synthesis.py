@@ -69,6 +69,7 @@ __all__ = [
 ANNOTATION_METHODS = ("sample", "likelihood")
 BALANCE_METHODS = ("downsample", "none")
 CALIBRATION_METHODS = ("none", "batch", "balanced", "content_free")
+ASSIGNMENT_METHODS = ("argmax", "balanced")
 BALANCED_ITERATIONS = 100
 # Inputs carrying no content, to measure the label prior for calibration (Zhao et al. 2021).
 CONTENT_FREE_INPUTS: tuple[str, ...] = ("N/A", "[MASK]", "")
@@ -139,6 +140,7 @@ class SynthesisConfig:
     annotation_max_new_tokens: int = 500
     min_frequency: float = 0.3  # the vote's winner needs this share of the surviving samples
     label_calibration: str = "none"  # likelihood: "balanced", "batch" or "content_free" prior
+    label_assignment: str = "argmax"  # likelihood: each input's top label, or "balanced" equal class sizes
 
     min_label_probability: float = 0.0  # likelihood: drop when the chosen label is less likely than this
     # --- balancing
@@ -191,6 +193,12 @@ class SynthesisConfig:
             "classification_annotation",
             f"one of {list(ANNOTATION_METHODS)}",
             self.classification_annotation,
+        )
+        _check(
+            self.label_assignment in ASSIGNMENT_METHODS,
+            "label_assignment",
+            f"one of {list(ASSIGNMENT_METHODS)}",
+            self.label_assignment,
         )
         _check(
             self.label_calibration in CALIBRATION_METHODS,
@@ -269,6 +277,7 @@ def _register_presets() -> None:
         length_min_sigma_ratio=0.5,
         classification_annotation="likelihood",
         label_calibration="balanced",
+        label_assignment="balanced",
         annotation_max_new_tokens=256,
     )
 
@@ -695,9 +704,12 @@ class _Synthesis:
         probs, prior = calibrate_label_scores([item["scores"] for _, item in scored], method, fixed_prior)
         if prior is not None:
             funnel.notes["label_prior"] = {label: round(q, 4) for label, q in zip(self.labels, prior)}
+        if self.config.label_assignment == "balanced":
+            choice = assign_balanced_labels(probs)
+        else:
+            choice = [max(range(len(row)), key=row.__getitem__) for row in probs]
         rows = []
-        for (round_index, item), row in zip(scored, probs):
-            best = max(range(len(row)), key=row.__getitem__)
+        for (round_index, item), row, best in zip(scored, probs, choice):
             if row[best] < self.config.min_label_probability:
                 funnel.drop("vote:low_confidence")
                 continue
@@ -841,6 +853,31 @@ def calibrate_label_scores(
     else:
         raise ValueError(f"label_calibration: unknown method {method!r} or missing prior")
     return [_normalize([p / max(q, 1e-12) for p, q in zip(row, prior)]) for row in probs], prior
+
+
+def assign_balanced_labels(probs: Sequence[Sequence[float]]) -> list[int]:
+    """A label per input with class sizes as equal as possible, each input where it fits best.
+
+    Pairs (input, label) are taken in order of probability, best first; a label
+    stops taking inputs at its quota (ceil(n / labels)). Balancing downsamples
+    every class to the smallest one, so with plain argmax a skewed split
+    (task190: 5 / 24 / 19) throws most inputs away; here each class gets the
+    inputs that are most its own and nearly nothing is dropped.
+    """
+    if not probs:
+        return []
+    quota = math.ceil(len(probs) / len(probs[0]))
+    pairs = sorted(
+        ((p, i, j) for i, row in enumerate(probs) for j, p in enumerate(row)),
+        key=lambda t: (-t[0], t[1], t[2]),
+    )
+    choice: list[int] = [-1] * len(probs)
+    taken = [0] * len(probs[0])
+    for _, i, j in pairs:
+        if choice[i] < 0 and taken[j] < quota:
+            choice[i] = j
+            taken[j] += 1
+    return choice  # the quotas add up to at least n, so every input has a label
 
 
 def _softmax(scores: Sequence[float]) -> list[float]:

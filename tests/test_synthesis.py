@@ -19,6 +19,7 @@ from selfguide_hf.synthesis import (
     PRESETS,
     SynthesisConfig,
     SynthesisError,
+    assign_balanced_labels,
     balance_classes,
     calibrate_label_scores,
     length_token_cap,
@@ -121,6 +122,7 @@ def test_default_preset_differs_only_where_documented() -> None:
         "label_calibration",
         "annotation_max_new_tokens",
         "length_budget",
+        "label_assignment",
     }
     doc = (Path(__file__).resolve().parent.parent / "docs" / "SYNTHESIS.md").read_text()
     for name in changed:
@@ -203,7 +205,13 @@ def test_balanced_calibration_spreads_three_labels(tokenizer: Any) -> None:
             self.scored_prompts.extend(prompts)
             return [[0.0, -1.5 + rng.random(), -3.0 + rng.random()] for _ in prompts]
 
-    config = cfg(num_inputs=30, prompts_per_round=30, input_filters_classification=("empty",), balance="none")
+    config = cfg(
+        num_inputs=30,
+        prompts_per_round=30,
+        input_filters_classification=("empty",),
+        balance="none",
+        label_assignment="argmax",  # calibration alone
+    )
     classes = {}
     for method in ("none", "batch", "balanced"):
         variant = dataclasses.replace(config, label_calibration=method)
@@ -285,11 +293,15 @@ def test_calibration_removes_a_constant_label_bias(tokenizer: Any, method: str) 
     # the model always prefers "support" by the same margin: uncalibrated, every row is "support"
     biased = ScriptedEngine(scores=[0.0, -2.0])
     raw = synthesize(
-        spec, biased, tokenizer, cfg(label_calibration="none", balance="none"), show_progress=False
+        spec,
+        biased,
+        tokenizer,
+        cfg(label_calibration="none", balance="none", label_assignment="argmax"),
+        show_progress=False,
     )
     assert {row["output"] for row in raw.rows} == {"support"}
     assert all(row["vote_share"] == pytest.approx(1 / (1 + 2.718281828**-2)) for row in raw.rows)
-    config = cfg(label_calibration=method, balance="none")
+    config = cfg(label_calibration=method, balance="none", label_assignment="argmax")
     calibrated = synthesize(spec, ScriptedEngine(scores=[0.0, -2.0]), tokenizer, config, show_progress=False)
     assert all(row["vote_share"] == pytest.approx(0.5) for row in calibrated.rows)
     assert calibrated.funnel.notes["label_prior"]["support"] == pytest.approx(0.8808, abs=1e-4)
@@ -306,10 +318,16 @@ def test_batch_calibration_spreads_a_favoured_label(tokenizer: Any) -> None:
             return [[0.0, -1.0 if len(self.scored_prompts) % 2 else -2.0] for _ in prompts]
 
     plain = synthesize(
-        spec, Favours(), tokenizer, cfg(label_calibration="none", balance="none"), show_progress=False
+        spec,
+        Favours(),
+        tokenizer,
+        cfg(label_calibration="none", balance="none", label_assignment="argmax"),
+        show_progress=False,
     )
     assert {row["output"] for row in plain.rows} == {"support"}
-    batch = synthesize(spec, Favours(), tokenizer, cfg(balance="none"), show_progress=False)
+    batch = synthesize(
+        spec, Favours(), tokenizer, cfg(balance="none", label_assignment="argmax"), show_progress=False
+    )
     assert set(Counter(row["output"] for row in batch.rows)) == {"support", "undermine"}
 
 
@@ -560,3 +578,23 @@ def test_content_free_calibration_needs_its_prior() -> None:
         calibrate_label_scores(SKEWED_SCORES, "content_free")
     probs, _ = calibrate_label_scores(SKEWED_SCORES, "content_free", [0.5, 0.5])
     assert probs[0] == pytest.approx([0.9, 0.1])
+
+
+def test_balanced_assignment_gives_equal_classes_each_to_its_best_inputs() -> None:
+    probs = [[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4], [0.55, 0.45], [0.52, 0.48]]
+    assert [max(range(2), key=r.__getitem__) for r in probs] == [0] * 6  # argmax: one class, balance keeps 0
+    assert assign_balanced_labels(probs) == [0, 0, 0, 1, 1, 1]  # the least label-0-like go to label 1
+    three = [[0.5, 0.3, 0.2]] * 7
+    assert sorted(Counter(assign_balanced_labels(three)).values()) == [1, 3, 3]  # quota ceil(7 / 3) = 3
+    assert assign_balanced_labels([]) == []
+
+
+def test_balanced_assignment_keeps_inputs_that_balancing_would_drop(tokenizer: Any) -> None:
+    spec = bundled_spec("task738")
+    classes = {}
+    for assignment in ("argmax", "balanced"):
+        skewed = ScriptedEngine(scores=[0.0, -1.0])  # every input favours "support" alike
+        config = cfg(num_inputs=8, prompts_per_round=4, label_calibration="none", label_assignment=assignment)
+        result = synthesize(spec, skewed, tokenizer, config, show_progress=False)
+        classes[assignment] = dict(Counter(row["output"] for row in result.rows))
+    assert classes == {"argmax": {"support": 8}, "balanced": {"support": 4, "undermine": 4}}
