@@ -58,6 +58,16 @@ def run_task(task: str, out_dir: Path, passthrough: list[str], threads: int) -> 
     return report
 
 
+def read_report(task: str, out_dir: Path) -> dict[str, Any]:
+    """A finished run's report.json, with its wall minutes (the sum of its stages)."""
+    path = out_dir / task / "report.json"
+    if not path.exists():
+        return {"task": task, "error": f"no {path}", "minutes": 0.0}
+    report = json.loads(path.read_text())
+    report["minutes"] = sum(report.get("timings_min", {}).values())
+    return report
+
+
 def row_of(report: dict[str, Any]) -> dict[str, Any]:
     """The figures of one task for the table."""
     if "error" in report:
@@ -147,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch threads per task run")
     parser.add_argument("--jobs", type=int, default=1, help="tasks run side by side (give each 1 thread)")
     parser.add_argument("--json", type=Path, default=None, help="default: <out-dir>/quality.json")
+    parser.add_argument(
+        "--report-only", action="store_true", help="only tabulate the report.json files already in --out-dir"
+    )
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/BENCHMARKS.md")
     args, passthrough = parser.parse_known_args(argv)  # the rest goes to `selfguide run`
     tasks = bundled_tasks() if args.tasks == "all" else [t for t in args.tasks.split(",") if t]
@@ -156,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = round(os.getloadavg()[0], 1)
 
     def one(task: str) -> dict[str, Any]:
+        if args.report_only:
+            return row_of(read_report(task, args.out_dir))
         print(f"{task}: selfguide run …", file=sys.stderr, flush=True)
         row = row_of(run_task(task, args.out_dir, passthrough, args.threads))
         print(f"  {json.dumps(row)}", file=sys.stderr, flush=True)
