@@ -29,22 +29,9 @@ METHODS = ("none", "batch", "balanced")
 CLASSIFICATION = ["task190", "task199", "task200", "task738", "task937", "task1385", "task1386"]
 
 
-def label_continuations(spec: Any, tokenizer: Any) -> list[str]:
-    """Each label as the text that follows the task prompt (as synthesis scores it)."""
-    from selfguide_hf.prompts import render_completion
-
-    probe = spec.demonstrations[0].input
-    choices = []
-    for label in spec.labels:
-        completion = render_completion(spec, probe, label, tokenizer)
-        end = completion.find(label)
-        choices.append(completion[: end + len(label)] if end >= 0 else label)
-    return choices
-
-
 def measure(task: str, engine: Any, tokenizer: Any, max_eval: int) -> dict[str, Any]:
     from selfguide_hf.evaluation import load_eval_rows, majority_class
-    from selfguide_hf.prompts import render_task_prompt
+    from selfguide_hf.prompts import label_continuations, render_task_prompt
     from selfguide_hf.synthesis import calibrate_label_scores
     from selfguide_hf.task import TaskSpec
 

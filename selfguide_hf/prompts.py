@@ -72,6 +72,21 @@ def render_completion(spec: TaskSpec, text: str, output: str, tokenizer: Any) ->
     return f"{output}{eos}"  # a template that re-renders earlier turns: fall back to eos
 
 
+def label_continuations(spec: TaskSpec, tokenizer: Any) -> list[str]:
+    """Each label as the text that follows the task prompt (e.g. " E" in the plain format).
+
+    Scoring these after the task prompt is how a label is chosen by likelihood:
+    the same template that renders training completions, cut right after the label.
+    """
+    probe = spec.demonstrations[0].input
+    choices = []
+    for label in spec.labels or ():
+        completion = render_completion(spec, probe, label, tokenizer)
+        end = completion.find(label)
+        choices.append(completion[: end + len(label)] if end >= 0 else label)
+    return choices
+
+
 def stop_strings(tokenizer: Any) -> list[str]:
     """Stop strings for task answers (the chat template's end-of-turn ends them anyway)."""
     return [] if has_chat_template(tokenizer) else list(PLAIN_STOP_STRINGS)

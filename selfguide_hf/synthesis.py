@@ -48,6 +48,7 @@ from selfguide_hf.funnel import Funnel
 from selfguide_hf.generation import GenerationEngine, SamplingParams, generate_distributed
 from selfguide_hf.prompts import (
     input_generation_stop_strings,
+    label_continuations,
     render_completion,
     render_input_generation_prompt,
     render_task_prompt,
@@ -670,13 +671,7 @@ class _Synthesis:
     def _choices(self) -> list[str]:
         """Each label as the text that follows the task prompt (e.g. " E" in the plain format)."""
         if self._label_choices is None:
-            probe = self.spec.demonstrations[0].input
-            choices = []
-            for label in self.labels:
-                completion = render_completion(self.spec, probe, label, self.tokenizer)
-                end = completion.find(label)
-                choices.append(completion[: end + len(label)] if end >= 0 else label)
-            self._label_choices = choices
+            self._label_choices = label_continuations(self.spec, self.tokenizer)
         return self._label_choices
 
     def _content_free_prior(self) -> list[float]:
