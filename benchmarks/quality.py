@@ -112,8 +112,12 @@ def averages(rows: list[dict[str, Any]], metric: str) -> dict[str, float] | None
 def markdown(results: dict[str, Any]) -> str:
     rows = results["rows"]
     lines = [
-        f"`{results['command']}` — {results['date']}, {results['machine']}, "
-        f"load average at start {results['load_average']}.",
+        f"`{results['command']}` — {results['date']}, {results['machine']}"
+        + (
+            "."
+            if "tabulated" in results["machine"]
+            else f", load average at start {results['load_average']}."
+        ),
         "",
         "| task | metric | few-shot | self-guided | delta | majority rate | pairs kept / raw | eval n | minutes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -163,9 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/BENCHMARKS.md")
     args, passthrough = parser.parse_known_args(argv)  # the rest goes to `selfguide run`
     tasks = bundled_tasks() if args.tasks == "all" else [t for t in args.tasks.split(",") if t]
-    command = "python benchmarks/quality.py " + " ".join(
-        [f"--tasks {args.tasks}", f"--threads {args.threads}", f"--jobs {args.jobs}", *passthrough]
+    flags = (
+        ["--report-only", f"--out-dir {args.out_dir}"]
+        if args.report_only
+        else [f"--threads {args.threads}", f"--jobs {args.jobs}", *passthrough]
     )
+    command = "python benchmarks/quality.py " + " ".join([f"--tasks {args.tasks}", *flags])
     load_at_start = round(os.getloadavg()[0], 1)
 
     def one(task: str) -> dict[str, Any]:
@@ -181,7 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "command": command,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s)",
+        "machine": (
+            "tabulated from finished runs (their own commands, threads and load are in their logs)"
+            if args.report_only
+            else f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s)"
+        ),
         "load_average": load_at_start,
         "load_average_end": round(os.getloadavg()[0], 1),
         "rows": rows,
