@@ -8,6 +8,7 @@ and finished evaluations, so an interrupted `run` picks up where it stopped.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -214,12 +215,20 @@ def _load_for_eval(model_name: str | None, adapter: Path | None) -> tuple[Any, A
     return model, tokenizer
 
 
-def cmd_evaluate(args: argparse.Namespace, adapter: Path | None = None) -> dict[str, Any]:
-    from selfguide_hf.evaluation import evaluate_model, load_eval_rows
+def _eval_rows(args: argparse.Namespace, spec: Any) -> list[dict[str, Any]]:
+    from selfguide_hf.evaluation import load_eval_rows
+
+    return load_eval_rows(spec, args.eval_file, split=args.split, max_eval=args.max_eval or None)
+
+
+def cmd_evaluate(
+    args: argparse.Namespace, adapter: Path | None = None, rows: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    from selfguide_hf.evaluation import evaluate_model
     from selfguide_hf.task import TaskSpec
 
     spec = TaskSpec.load(args.task)
-    rows = load_eval_rows(spec, args.eval_file, split=args.split, max_eval=args.max_eval or None)
+    rows = _eval_rows(args, spec) if rows is None else rows
     model, tokenizer = _load_for_eval(
         args.model, adapter if adapter is not None else getattr(args, "adapter", None)
     )
@@ -255,6 +264,8 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     spec = TaskSpec.load(args.task)
     out = _output_dir(args, spec.name)
     args.output_dir = out
+    # Read (and check) the eval rows first: a bad eval file fails before synthesis and training.
+    rows = _eval_rows(args, spec)
     timings: dict[str, float] = {}
 
     start = time.time()
@@ -271,14 +282,18 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
         "task": spec.fingerprint(),
         "eval_file": str(args.eval_file) if args.eval_file else f"bundled:{args.split}",
         "max_eval": args.max_eval,
+        # the rows themselves: an eval file edited in place must not reuse old scores
+        "rows": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16],
     }
     start = time.time()
-    baseline = _cached_eval(out / "eval" / "baseline.json", key, lambda: cmd_evaluate(args, adapter=None))
+    baseline = _cached_eval(
+        out / "eval" / "baseline.json", key, lambda: cmd_evaluate(args, adapter=None, rows=rows)
+    )
     timings["baseline evaluation"] = time.time() - start
     start = time.time()
     tuned_key = dict(key, adapter=weights_fingerprint(adapter))
     tuned = _cached_eval(
-        out / "eval" / "self_guided.json", tuned_key, lambda: cmd_evaluate(args, adapter=adapter)
+        out / "eval" / "self_guided.json", tuned_key, lambda: cmd_evaluate(args, adapter=adapter, rows=rows)
     )
     timings["self-guided evaluation"] = time.time() - start
 

@@ -18,6 +18,10 @@ TINY_SYNTHESIS = [
 ]
 
 
+def _fail(*args, **kwargs):
+    raise AssertionError("a stage ran that should not have")
+
+
 def run_args(model: Path, out: Path, *extra: str) -> list[str]:
     args = ["run", "--task", "task738", "--model", str(model), "--output-dir", str(out)]
     args += ["--num-inputs", "4", "--max-eval", "4", "--epochs", "1", "--split", "validation"]
@@ -40,11 +44,8 @@ def test_run_writes_report_and_reuses_finished_work(tiny_model_dir, tmp_path, mo
     assert (out / "synthetic" / "train.jsonl").is_file()
 
     # A rerun trains nothing and evaluates nothing: everything is reused.
-    def fail(*args, **kwargs):
-        raise AssertionError("a finished stage ran again")
-
-    monkeypatch.setattr("selfguide_hf.training.train_adapter", fail)
-    monkeypatch.setattr("selfguide_hf.evaluation.evaluate_model", fail)
+    monkeypatch.setattr("selfguide_hf.training.train_adapter", _fail)
+    monkeypatch.setattr("selfguide_hf.evaluation.evaluate_model", _fail)
     assert cli.main(run_args(tiny_model_dir, out)) == 0
     assert "reusing the finished adapter" in capsys.readouterr().out
 
@@ -64,6 +65,21 @@ def test_run_on_an_unbundled_ni_file_with_eval_file(tiny_model_dir, tmp_path, ni
     assert cli.main(args) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "task5001" and report["self_guided"]["num_examples"] == 3
+
+    # The same eval file path with other rows: synthesis and the adapter are reused, the scores are not.
+    eval_file.write_text("\n".join(json.dumps(r) for r in rows[:2]) + "\n")
+    monkeypatch.setattr("selfguide_hf.training.train_adapter", _fail)
+    assert cli.main(args) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["baseline"]["num_examples"] == 2 and report["self_guided"]["num_examples"] == 2
+
+
+def test_a_bad_eval_file_fails_before_synthesis(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    eval_file = tmp_path / "eval.jsonl"
+    eval_file.write_text(json.dumps({"input": "claim: x", "answer": "support"}) + "\n")
+    monkeypatch.setattr("selfguide_hf.cli.cmd_synthesize", _fail)
+    assert cli.main(run_args(tiny_model_dir, tmp_path / "run", "--eval-file", str(eval_file))) == 2
+    assert "eval.jsonl" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
