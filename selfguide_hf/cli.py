@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(evaluate)
     _add_eval(evaluate)
     evaluate.add_argument("--adapter", type=Path, default=None, help="a trained adapter folder")
+    evaluate.add_argument(
+        "--predictions", type=Path, default=None, help="write every answer here (JSONL) for inspection"
+    )
     run = sub.add_parser("run", help="synthesize, train, evaluate baseline and self-guided, report")
     _add_common(run)
     _add_synthesis(run)
@@ -221,8 +224,22 @@ def _eval_rows(args: argparse.Namespace, spec: Any) -> list[dict[str, Any]]:
     return load_eval_rows(spec, args.eval_file, split=args.split, max_eval=args.max_eval or None)
 
 
+def write_predictions(path: Path, rows: list[dict[str, Any]], predictions: list[str]) -> None:
+    """Every eval row with the model's raw answer, so a score can be checked by eye."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row, prediction in zip(rows, predictions, strict=True):
+            record = {"input": row["input"], "references": row["output"], "prediction": prediction}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
 def cmd_evaluate(
-    args: argparse.Namespace, adapter: Path | None = None, rows: list[dict[str, Any]] | None = None
+    args: argparse.Namespace,
+    adapter: Path | None = None,
+    rows: list[dict[str, Any]] | None = None,
+    predictions_file: Path | None = None,
 ) -> dict[str, Any]:
     from selfguide_hf.evaluation import evaluate_model
     from selfguide_hf.task import TaskSpec
@@ -233,6 +250,9 @@ def cmd_evaluate(
         args.model, adapter if adapter is not None else getattr(args, "adapter", None)
     )
     result = evaluate_model(model, tokenizer, spec, rows, batch_size=args.batch_size)
+    predictions_file = predictions_file or getattr(args, "predictions", None)
+    if predictions_file is not None:
+        write_predictions(Path(predictions_file), rows, result.predictions)
     summary = result.summary()
     line = f"{spec.name}: {spec.metric} = {result.score:.2f} on {result.num_examples} rows"
     if result.majority_rate is not None:
@@ -287,13 +307,17 @@ def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
     }
     start = time.time()
     baseline = _cached_eval(
-        out / "eval" / "baseline.json", key, lambda: cmd_evaluate(args, adapter=None, rows=rows)
+        out / "eval" / "baseline.json",
+        key,
+        lambda: cmd_evaluate(args, None, rows, out / "eval" / "baseline.predictions.jsonl"),
     )
     timings["baseline evaluation"] = time.time() - start
     start = time.time()
     tuned_key = dict(key, adapter=weights_fingerprint(adapter))
     tuned = _cached_eval(
-        out / "eval" / "self_guided.json", tuned_key, lambda: cmd_evaluate(args, adapter=adapter, rows=rows)
+        out / "eval" / "self_guided.json",
+        tuned_key,
+        lambda: cmd_evaluate(args, adapter, rows, out / "eval" / "self_guided.predictions.jsonl"),
     )
     timings["self-guided evaluation"] = time.time() - start
 

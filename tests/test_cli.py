@@ -42,6 +42,9 @@ def test_run_writes_report_and_reuses_finished_work(tiny_model_dir, tmp_path, mo
     assert (out / "report.md").is_file() and (out / "report.png").is_file()
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert (out / "synthetic" / "train.jsonl").is_file()
+    answers = [json.loads(line) for line in (out / "eval" / "self_guided.predictions.jsonl").open()]
+    assert len(answers) == 4 and set(answers[0]) == {"input", "references", "prediction"}
+    assert isinstance(answers[0]["references"], list) and isinstance(answers[0]["prediction"], str)
 
     # A rerun trains nothing and evaluates nothing: everything is reused.
     monkeypatch.setattr("selfguide_hf.training.train_adapter", _fail)
