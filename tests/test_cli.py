@@ -124,3 +124,11 @@ def test_threads_flag_reaches_the_training_arguments(tmp_path) -> None:
     assert argv[argv.index("--torch_threads") + 1] == "1"
     args = cli.build_parser().parse_args(["train", "--task", "task199"])
     assert "--torch_threads" not in cli.training_argv(args, tmp_path)
+
+
+def test_evaluate_writes_every_answer(tiny_model_dir, tmp_path):
+    answers = tmp_path / "answers.jsonl"
+    argv = ["evaluate", "--task", "task738", "--model", str(tiny_model_dir), "--split", "validation"]
+    assert cli.main([*argv, "--max-eval", "3", "--predictions", str(answers)]) == 0
+    rows = [json.loads(line) for line in answers.open()]
+    assert len(rows) == 3 and all(r["references"] and isinstance(r["prediction"], str) for r in rows)
