@@ -113,11 +113,7 @@ def markdown(results: dict[str, Any]) -> str:
     rows = results["rows"]
     lines = [
         f"`{results['command']}` — {results['date']}, {results['machine']}"
-        + (
-            "."
-            if "tabulated" in results["machine"]
-            else f", load average at start {results['load_average']}."
-        ),
+        + ("." if results.get("report_only") else f", load average at start {results['load_average']}."),
         "",
         "| task | metric | few-shot | self-guided | delta | majority rate | pairs kept / raw | eval n | minutes |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -187,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = list(pool.map(one, tasks))
     results = {
         "command": command,
+        "report_only": args.report_only,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": (
             "tabulated from finished runs (their own commands, threads and load are in their logs)"
