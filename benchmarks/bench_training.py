@@ -186,26 +186,28 @@ def worker_bare(
     import torch
     from trl import ModelConfig, SFTTrainer
 
-    from selfguide_hf import training
+    from selfguide_hf import methods, trainer
     from selfguide_hf.bundled import bundled_spec
     from selfguide_hf.models import resolve_model
+    from selfguide_hf.recipe_args import recipe_defaults
 
     started = time.perf_counter()
     torch.set_num_threads(threads)
     if variant["config"] is None:  # TRL as it comes, on CPU in fp32
         settings = {**TRL_DEFAULT, **TRL_DEFAULT_LORA}
     else:  # the recipe's settings: its defaults, then the YAML file
-        settings = {**training.recipe_defaults(), **yaml_settings(variant["config"])}
+        settings = {**recipe_defaults(), **yaml_settings(variant["config"])}
         settings.pop("report_to", None)
         if settings.pop("compact_lm_head", True):
-            training.enable_compact_lm_head()
+            trainer.enable_compact_lm_head()
     with tempfile.TemporaryDirectory() as out:
         args, model_settings = _sft_config(settings, out, rows, steps)
+        args.completion_only_loss = True  # rows come tokenized (trainer.to_sft_dataset), as in the recipe
         model_args = ModelConfig(**model_settings)
-        loaded = training.load_for_training(variant["method"], resolve_model("default"), model_args, args)
-        dataset = training.load_dataset_file(rows_file).select(range(rows))
-        sft = training.to_sft_dataset(dataset, bundled_spec(task), loaded.tokenizer)
-        trainer = SFTTrainer(
+        loaded = methods.load_for_training(variant["method"], resolve_model("default"), model_args, args)
+        dataset = trainer.load_dataset_file(rows_file).select(range(rows))
+        sft = trainer.to_sft_dataset(dataset, bundled_spec(task), loaded.tokenizer)
+        sft_trainer = SFTTrainer(
             model=loaded.model,
             args=args,
             train_dataset=sft,
@@ -213,11 +215,11 @@ def worker_bare(
             peft_config=loaded.peft_config,
         )
         clock = _Clock()
-        clock.trainer = trainer
-        trainer.add_callback(clock.callback)
-        trainer.train()
+        clock.trainer = sft_trainer
+        sft_trainer.add_callback(clock.callback)
+        sft_trainer.train()
         if e2e:
-            trainer.save_model(out)
+            sft_trainer.save_model(out)
     return {
         **clock.rates(),
         "process_s": round(time.perf_counter() - started, 2),
@@ -233,22 +235,22 @@ def worker_recipe(
     sys.path.insert(0, str(ROOT / "recipes"))
     import sft as recipe  # recipes/sft.py
 
-    from selfguide_hf import training
+    from selfguide_hf import trainer
 
     settings = yaml_settings(variant["config"])
     rows_per_step = settings.get("per_device_train_batch_size", 8) * settings.get(
         "gradient_accumulation_steps", 1
     )
     clock = _Clock()
-    original = training.make_trainer
+    original = trainer.make_trainer
 
     def timed_trainer(*args: Any, **kwargs: Any) -> Any:
-        trainer = original(*args, **kwargs)
-        clock.trainer = trainer
-        trainer.add_callback(clock.callback)
-        return trainer
+        made = original(*args, **kwargs)
+        clock.trainer = made
+        made.add_callback(clock.callback)
+        return made
 
-    training.make_trainer = timed_trainer
+    trainer.make_trainer = timed_trainer
     with tempfile.TemporaryDirectory() as out:
         argv = [
             "--config", str(variant["config"]), "--task", task, "--dataset_path", str(rows_file),

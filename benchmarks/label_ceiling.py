@@ -30,9 +30,9 @@ CLASSIFICATION = ["task190", "task199", "task200", "task738", "task937", "task13
 
 
 def measure(task: str, engine: Any, tokenizer: Any, max_eval: int) -> dict[str, Any]:
+    from selfguide_hf.calibration import calibrate_label_scores
     from selfguide_hf.evaluation import load_eval_rows, majority_class
     from selfguide_hf.prompts import label_continuations, render_task_prompt
-    from selfguide_hf.synthesis import calibrate_label_scores
     from selfguide_hf.task import TaskSpec
 
     spec = TaskSpec.load(task)

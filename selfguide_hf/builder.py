@@ -27,15 +27,11 @@ from typing import Any
 import datasets
 from datasets import DownloadMode
 
+from selfguide_hf.distributed import process_state
 from selfguide_hf.funnel import FUNNEL_JSON, Funnel
 from selfguide_hf.hub_hook import DATASET_NAME, code_hash
-from selfguide_hf.synthesis import (
-    PRESETS,
-    SynthesisConfig,
-    SynthesisResult,
-    process_state,
-    synthesize,
-)
+from selfguide_hf.synthesis import SynthesisResult, synthesize
+from selfguide_hf.synthesis_config import PRESETS, SynthesisConfig
 from selfguide_hf.task import TaskSpec
 
 logger = logging.getLogger(__name__)

@@ -8,12 +8,9 @@ and finished evaluations, so an interrupted `run` picks up where it stopped.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +38,22 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
+def _add_key_value_option(parser: argparse.ArgumentParser, flag: str, what: str, example: str) -> None:
+    help_text = f"override {what} (JSON value), e.g. {example}; repeatable"
+    parser.add_argument(flag, action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def _add_synthesis(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-inputs", type=int, default=DEFAULT_NUM_INPUTS, help="raw inputs to synthesize")
     parser.add_argument("--preset", default="default", help="synthesis preset: default or paper")
-    parser.add_argument(
-        "--synthesis-option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one synthesis parameter (JSON value), e.g. num_samples=5; repeatable",
-    )
+    _add_key_value_option(parser, "--synthesis-option", "one synthesis parameter", "num_samples=5")
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="lora", choices=["lora", "qlora", "full"])
     parser.add_argument("--epochs", type=float, default=None, help="default: the recipe's CPU default")
     parser.add_argument("--learning-rate", type=float, default=None)
+    _add_key_value_option(parser, "--training-option", "one SFTConfig / ModelConfig setting", "lora_r=8")
 
 
 def _add_eval(parser: argparse.ArgumentParser) -> None:
@@ -93,13 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+def parse_overrides(pairs: list[str], flag: str = "--synthesis-option") -> dict[str, Any]:
     """`KEY=VALUE` pairs; values are JSON when they parse, strings otherwise."""
     overrides: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--synthesis-option expects KEY=VALUE, got {pair!r}")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
         try:
             overrides[key.strip()] = json.loads(value)
         except json.JSONDecodeError:
@@ -107,259 +104,119 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return overrides
 
 
-def _output_dir(args: argparse.Namespace, spec_name: str) -> Path:
-    return args.output_dir or Path("outputs") / spec_name
+def _run_dir(args: argparse.Namespace, task: str) -> Path:
+    """``--output-dir``, or outputs/<task name> (the name read from the spec when --task is a file)."""
+    if args.output_dir is not None:
+        return Path(args.output_dir)
+    from selfguide_hf.task import TaskSpec
+
+    return Path("outputs") / TaskSpec.load(task).name
+
+
+def _training_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if getattr(args, "epochs", None) is not None:
+        settings["num_train_epochs"] = args.epochs
+    if getattr(args, "learning_rate", None) is not None:
+        settings["learning_rate"] = args.learning_rate
+    for key, value in parse_overrides(
+        getattr(args, "training_option", None) or [], "--training-option"
+    ).items():
+        settings[key] = value
+    return settings
+
+
+def make_run(args: argparse.Namespace, argv: list[str]) -> Any:
+    """The pipeline's run for this command: the recipe's arguments built from the typed flags."""
+    from selfguide_hf.pipeline import prepare_run
+    from selfguide_hf.recipe_args import cli_recipe_args
+
+    run_dir = _run_dir(args, args.task)
+    synthesis = {"preset": args.preset, **parse_overrides(args.synthesis_option, "--synthesis-option")}
+    max_eval = getattr(args, "max_eval", DEFAULT_MAX_EVAL)
+    sg_args, training_args, model_args = cli_recipe_args(
+        task=args.task,
+        model=args.model,
+        method=getattr(args, "method", "lora"),
+        output_dir=run_dir / "adapter",
+        run_dir=run_dir,
+        synthesis=synthesis,
+        num_inputs=args.num_inputs,
+        synthesis_seed=args.seed,
+        training=_training_settings(args),
+        threads=args.threads,
+        eval_file=getattr(args, "eval_file", None),
+        eval_split=getattr(args, "split", "test"),
+        eval_max_rows=max_eval if max_eval else sys.maxsize,
+        eval_batch_size=getattr(args, "batch_size", 8),
+    )
+    return prepare_run(
+        sg_args, training_args, model_args, argv, command_prefix="selfguide", owns_output_dir=True
+    )
 
 
 # --------------------------------------------------------------- commands
-def cmd_synthesize(args: argparse.Namespace) -> dict[str, Any]:
-    from selfguide_hf.builder import build_selfguide_dataset, get_funnel
+def cmd_synthesize(args: argparse.Namespace, argv: list[str]) -> None:
+    from selfguide_hf.pipeline import SYNTHETIC_DIR, build_synthetic_dataset
+
+    run = make_run(args, argv)
+    data = build_synthetic_dataset(run)
+    print(f"{len(data.dataset)} synthetic pairs -> {run.run_dir / SYNTHETIC_DIR / 'train.jsonl'}")
+
+
+def cmd_train(args: argparse.Namespace, argv: list[str]) -> None:
+    """Train (or reuse) the adapter in <output-dir>/adapter."""
+    from selfguide_hf import publish
+    from selfguide_hf.pipeline import build_synthetic_dataset, train
+
+    run = make_run(args, argv)
+    data = build_synthetic_dataset(run)
+    result = train(run, data)
+    publish.write_model_card(run, data, result)
+    print(f"adapter -> {run.output_dir}")
+
+
+def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> None:
+    """Score the model, or the model with --adapter, on the task's rows (no cache: always scores)."""
+    from selfguide_hf.evaluation import DEFAULT_MAX_EVAL as EVAL_DEFAULT
+    from selfguide_hf.evaluation import evaluate_saved_model, load_eval_rows, write_predictions
+    from selfguide_hf.models import resolve_model, weights_fingerprint
+    from selfguide_hf.run_dir import check_adapter_base
     from selfguide_hf.task import TaskSpec
+    from selfguide_hf.trainer import set_cpu_threads
 
     spec = TaskSpec.load(args.task)
-    dataset = build_selfguide_dataset(
-        args.task,
-        model=args.model,
-        num_inputs=args.num_inputs,
-        seed=args.seed,
-        preset=args.preset,
-        **parse_overrides(args.synthesis_option),
-    )
-    out = _output_dir(args, spec.name) / "synthetic"
-    out.mkdir(parents=True, exist_ok=True)
-    dataset.to_json(str(out / "train.jsonl"))
-    funnel = get_funnel(dataset)
-    (out / "funnel.json").write_text(json.dumps(funnel, indent=2) + "\n", encoding="utf-8")
-    print(f"{len(dataset)} synthetic pairs -> {out / 'train.jsonl'}")
-    return {"dataset": dataset, "funnel": funnel}
-
-
-# The recipe's CPU settings (recipes/configs/smollm2-135m_lora_cpu.yaml), measured in docs/TRAINING.md.
-CPU_TRAINING_DEFAULTS: dict[str, Any] = {
-    "lora_r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.0,
-    "lora_target_modules": "all-linear",
-    "gradient_checkpointing": False,
-    "per_device_train_batch_size": 2,
-    "gradient_accumulation_steps": 4,
-    "max_length": 1024,
-    "learning_rate": 2.0e-4,
-    "lr_scheduler_type": "linear",
-    "num_train_epochs": 3,
-    "logging_steps": 5,
-}
-
-
-def training_argv(args: argparse.Namespace, adapter_dir: Path) -> list[str]:
-    """The recipe's flags for this CLI call (same parser, so same checks and defaults)."""
-    settings = dict(CPU_TRAINING_DEFAULTS)
-    if args.epochs is not None:
-        settings["num_train_epochs"] = args.epochs
-    if args.learning_rate is not None:
-        settings["learning_rate"] = args.learning_rate
-    synthesis = {"preset": args.preset, **parse_overrides(args.synthesis_option)}
-    argv = [
-        "--task", str(args.task),
-        "--model", args.model or "default",
-        "--method", args.method,
-        "--num_inputs", str(args.num_inputs),
-        "--synthesis_seed", str(args.seed),
-        "--synthesis", json.dumps(synthesis),
-        "--output_dir", str(adapter_dir),
-    ]  # fmt: skip
-    for key, value in settings.items():
-        argv += [f"--{key}", str(value)]
-    if getattr(args, "threads", None):
-        argv += ["--torch_threads", str(args.threads)]
-    return argv
-
-
-def cmd_train(args: argparse.Namespace) -> Path:
-    """Train (or reuse) the adapter in <output-dir>/adapter; returns its folder."""
-    from selfguide_hf import training
-    from selfguide_hf.task import TaskSpec
-
-    spec = TaskSpec.load(args.task)
-    adapter_dir = _output_dir(args, spec.name) / "adapter"
-    argv = training_argv(args, adapter_dir)
-    sg_args, training_args, model_args = training.parse_recipe_args(argv)
-    saved = training.read_manifest(adapter_dir)
-    if saved is not None and (adapter_dir / "adapter_model.safetensors").is_file():
-        wanted = training.run_manifest(
-            sg_args, spec, training.resolve_model(sg_args.model), model_args, training_args
-        )
-        if not training.manifest_differences(saved, wanted):
-            print(f"reusing the finished adapter in {adapter_dir}")
-            return adapter_dir
-    run = training.prepare_run(sg_args, training_args, model_args, ["selfguide", "train", *argv])
-    data = training.build_synthetic_dataset(run)
-    result = training.train_adapter(run, data)
-    training.write_run_outputs(run, data, result)
-    print(f"adapter -> {adapter_dir}")
-    return adapter_dir
-
-
-def _load_for_eval(model_name: str | None, adapter: Path | None) -> tuple[Any, Any]:
-    from selfguide_hf.models import load_causal_lm
-
-    if adapter is not None and not (adapter / "adapter_config.json").is_file():
-        return load_causal_lm(str(adapter))  # full finetuning saved a whole model
-    model, tokenizer = load_causal_lm(model_name)
-    if adapter is not None:
-        from peft import PeftModel
-
-        from selfguide_hf.models import resolve_model
-        from selfguide_hf.training import check_adapter_base
-
-        check_adapter_base(adapter, resolve_model(model_name), model_name)
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-        model.eval()
-    return model, tokenizer
-
-
-def _eval_rows(args: argparse.Namespace, spec: Any) -> list[dict[str, Any]]:
-    from selfguide_hf.evaluation import load_eval_rows
-
-    return load_eval_rows(spec, args.eval_file, split=args.split, max_eval=args.max_eval or None)
-
-
-def write_predictions(path: Path, rows: list[dict[str, Any]], predictions: list[str]) -> None:
-    """Every eval row with the model's raw answer, so a score can be checked by eye."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row, prediction in zip(rows, predictions, strict=True):
-            record = {"input": row["input"], "references": row["output"], "prediction": prediction}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def cmd_evaluate(
-    args: argparse.Namespace,
-    adapter: Path | None = None,
-    rows: list[dict[str, Any]] | None = None,
-    predictions_file: Path | None = None,
-) -> dict[str, Any]:
-    from selfguide_hf.evaluation import evaluate_model
-    from selfguide_hf.task import TaskSpec
-
-    spec = TaskSpec.load(args.task)
-    rows = _eval_rows(args, spec) if rows is None else rows
-    model, tokenizer = _load_for_eval(
-        args.model, adapter if adapter is not None else getattr(args, "adapter", None)
-    )
-    result = evaluate_model(model, tokenizer, spec, rows, batch_size=args.batch_size)
-    predictions_file = predictions_file or getattr(args, "predictions", None)
-    if predictions_file is not None:
-        write_predictions(Path(predictions_file), rows, result.predictions)
-    summary = result.summary()
+    max_eval = args.max_eval if args.max_eval is not None else EVAL_DEFAULT
+    rows = load_eval_rows(spec, args.eval_file, split=args.split, max_eval=max_eval or None)
+    model_path = resolve_model(args.model)
+    if args.adapter is not None:
+        check_adapter_base(args.adapter, weights_fingerprint(model_path), args.model)
+    set_cpu_threads(args.threads)
+    result = evaluate_saved_model(model_path, args.adapter, spec, rows, batch_size=args.batch_size)
+    if args.predictions is not None:
+        write_predictions(Path(args.predictions), rows, result.predictions)
     line = f"{spec.name}: {spec.metric} = {result.score:.2f} on {result.num_examples} rows"
     if result.majority_rate is not None:
         line += f" (majority-class rate {result.majority_rate:.2f})"
     print(line)
-    return summary
 
 
-def _cached_eval(path: Path, key: dict[str, Any], compute: Any) -> dict[str, Any]:
-    """Reuse a finished evaluation when its inputs (model, adapter, rows) are unchanged."""
-    if path.is_file():
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("key") == key:
-            logger.info("reusing %s", path)
-            return saved["result"]
-    result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"key": key, "result": result}, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return result
+def cmd_run(args: argparse.Namespace, argv: list[str]) -> None:
+    from selfguide_hf.pipeline import run_all
+    from selfguide_hf.report import REPORT_MD, REPORT_PNG, format_table
 
-
-def cmd_run(args: argparse.Namespace) -> dict[str, Any]:
-    from selfguide_hf.models import resolve_model, weights_fingerprint
-    from selfguide_hf.report import build_report, format_table, write_report
-    from selfguide_hf.task import TaskSpec
-
-    spec = TaskSpec.load(args.task)
-    out = _output_dir(args, spec.name)
-    args.output_dir = out
-    # Read (and check) the eval rows first: a bad eval file fails before synthesis and training.
-    rows = _eval_rows(args, spec)
-    timings: dict[str, float] = {}
-
-    start = time.time()
-    synthesized = cmd_synthesize(args)
-    timings["synthesis"] = time.time() - start
-
-    start = time.time()
-    adapter = cmd_train(args)
-    timings["training"] = time.time() - start
-
-    resolved = resolve_model(args.model)
-    key = {
-        "model": weights_fingerprint(resolved),
-        "task": spec.fingerprint(),
-        "eval_file": str(args.eval_file) if args.eval_file else f"bundled:{args.split}",
-        "max_eval": args.max_eval,
-        # the rows themselves: an eval file edited in place must not reuse old scores
-        "rows": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16],
-    }
-    start = time.time()
-    baseline = _cached_eval(
-        out / "eval" / "baseline.json",
-        key,
-        lambda: cmd_evaluate(args, None, rows, out / "eval" / "baseline.predictions.jsonl"),
-    )
-    timings["baseline evaluation"] = time.time() - start
-    start = time.time()
-    tuned_key = dict(key, adapter=weights_fingerprint(adapter))
-    tuned = _cached_eval(
-        out / "eval" / "self_guided.json",
-        tuned_key,
-        lambda: cmd_evaluate(args, adapter, rows, out / "eval" / "self_guided.predictions.jsonl"),
-    )
-    timings["self-guided evaluation"] = time.time() - start
-
-    report = build_report(
-        spec.name,
-        args.model or "embedded SmolLM2-135M-Instruct",
-        spec.metric,
-        baseline,
-        tuned,
-        synthesized["funnel"],
-        timings,
-        extra={"adapter": str(adapter), "num_inputs": args.num_inputs, "method": args.method},
-    )
-    paths = write_report(report, out)
+    run = make_run(args, argv)
+    report = run_all(run)
     print()
     print(format_table(report))
-    print(f"\nreport: {paths['md']}  figure: {paths['png']}")
-    return report
+    print(f"\nreport: {run.run_dir / REPORT_MD}  figure: {run.run_dir / REPORT_PNG}")
 
 
 COMMANDS = {"synthesize": cmd_synthesize, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run}
 
 
-def set_threads(requested: int | None) -> None:
-    """CPU threads for synthesis and evaluation, by the rule training uses.
-
-    On a machine whose cores other jobs already keep busy, a single thread is
-    several times faster than one per core (docs/TRAINING.md); an explicit
-    ``--threads`` or ``OMP_NUM_THREADS`` wins.
-    """
-    import torch
-
-    if torch.cuda.is_available() or (requested is None and os.environ.get("OMP_NUM_THREADS")):
-        return
-    from selfguide_hf.training import auto_cpu_threads
-
-    threads = requested or auto_cpu_threads(1)
-    torch.set_num_threads(threads)
-    logger.info("torch CPU threads: %d", threads)
-
-
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -369,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     from selfguide_hf.task import TaskSpecError
 
     try:
-        set_threads(args.threads)
-        COMMANDS[args.command](args)
+        COMMANDS[args.command](args, argv)
     except (TaskSpecError, ValueError, RuntimeError, OSError) as exc:
         print(f"selfguide {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -220,3 +220,59 @@ def evaluate_model(
         result.prediction_counts = dict(Counter(str(p).strip().lower() for p in extracted).most_common(10))
     logger.info("%s: %s = %.2f on %d rows", spec.name, spec.metric, result.score, len(rows))
     return result
+
+
+# ------------------------------------------------------------- saved models
+def load_for_evaluation(model_path: str, adapter: str | os.PathLike[str] | None = None) -> tuple[Any, Any]:
+    """(model, tokenizer) to score: the base model, with a LoRA adapter merged in, or a full finetune.
+
+    The adapter is always merged into the full-precision base (also a QLoRA
+    one: that is how it is served), so every front scores a tuned model the
+    same way. Damaged or missing adapter files fail with the file named.
+    """
+    from selfguide_hf.models import ModelResolutionError, load_causal_lm
+
+    if adapter is None:
+        return load_causal_lm(model_path)
+    folder = Path(adapter)
+    if not folder.is_dir():
+        raise EvalDataError(f"{folder}: no such adapter folder")
+    if not (folder / "adapter_config.json").is_file():
+        if (folder / "config.json").is_file():
+            return load_causal_lm(str(folder))  # full finetuning saved a whole model
+        raise EvalDataError(f"{folder}: neither adapter_config.json (an adapter) nor config.json (a model)")
+    model, tokenizer = load_causal_lm(model_path)
+    from peft import PeftModel
+
+    try:
+        model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
+    except Exception as exc:  # e.g. SafetensorError on a truncated file (not an OSError): name the folder
+        raise ModelResolutionError(
+            f"{folder}: cannot load the adapter ({type(exc).__name__}: {exc})"
+        ) from exc
+    model.eval()
+    return model, tokenizer
+
+
+def evaluate_saved_model(
+    model_path: str,
+    adapter: str | os.PathLike[str] | None,
+    spec: TaskSpec,
+    rows: list[dict[str, Any]],
+    batch_size: int = 8,
+    show_progress: bool = True,
+) -> EvalResult:
+    """Load (base ± adapter) and score it on ``rows``: the one evaluation path of the package."""
+    model, tokenizer = load_for_evaluation(model_path, adapter)
+    return evaluate_model(model, tokenizer, spec, rows, batch_size=batch_size, show_progress=show_progress)
+
+
+def write_predictions(path: Path, rows: list[dict[str, Any]], predictions: list[str]) -> None:
+    """Every eval row with the model's raw answer, so a score can be checked by eye."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for row, prediction in zip(rows, predictions, strict=True):
+            record = {"input": row["input"], "references": row["output"], "prediction": prediction}
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    tmp.replace(path)

@@ -16,6 +16,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from selfguide_hf.labels import map_label, normalize_answer
+from selfguide_hf.registry import Registry
+
 __all__ = [
     "CHAT_PHRASES",
     "FILTERS",
@@ -27,7 +30,7 @@ __all__ = [
     "leading_marker",
     "length_window",
     "map_label",
-    "normalize_text",
+    "normalize_answer",
     "register_filter",
     "self_consistency_vote",
 ]
@@ -54,10 +57,6 @@ CHAT_PHRASES: tuple[str, ...] = (
     "what would you like",
     "you are a helpful",
 )
-
-# Labels at least this long may also match as the start of a word ("support" in
-# "Supporting"); shorter ones ("no", "E", "1") only as whole words.
-MIN_PREFIX_LABEL_CHARS = 4
 
 
 @dataclass(frozen=True)
@@ -90,26 +89,16 @@ class FilterContext:
 
 
 FilterFn = Callable[[str, FilterContext], Verdict]
-FILTERS: dict[str, FilterFn] = {}
+FILTERS: Registry[FilterFn] = Registry("filter")
 
 
 def register_filter(name: str) -> Callable[[FilterFn], FilterFn]:
     """Register a filter under ``name`` so configs can refer to it."""
-
-    def wrap(fn: FilterFn) -> FilterFn:
-        if name in FILTERS and FILTERS[name] is not fn:
-            raise ValueError(f"a filter named {name!r} is already registered")
-        FILTERS[name] = fn
-        return fn
-
-    return wrap
+    return lambda fn: FILTERS.add(name, fn)
 
 
 def get_filter(name: str) -> FilterFn:
-    try:
-        return FILTERS[name]
-    except KeyError:
-        raise ValueError(f"unknown filter {name!r}; registered filters: {sorted(FILTERS)}") from None
+    return FILTERS.lookup(name)
 
 
 def apply_filters(text: str, names: Sequence[str], ctx: FilterContext) -> Verdict:
@@ -123,14 +112,6 @@ def apply_filters(text: str, names: Sequence[str], ctx: FilterContext) -> Verdic
 
 
 # ------------------------------------------------------------------ helpers
-_PUNCT = re.compile(r"[^\w\s]")
-
-
-def normalize_text(text: str) -> str:
-    """Key for duplicate detection and voting: case, spacing and punctuation do not make a text new."""
-    return " ".join(_PUNCT.sub(" ", text.lower()).split())
-
-
 def length_window(
     lengths: Iterable[int], sigmas: float = 2.0, min_sigma_ratio: float = 0.0
 ) -> tuple[int, int] | None:
@@ -184,37 +165,6 @@ def leading_marker(examples: Sequence[str]) -> str:
     best = max(counts.values())
     head = next(h for h in heads if counts[h.lower()] == best)
     return head + " "
-
-
-def _label_pattern(label: str, prefix: bool) -> re.Pattern[str]:
-    body = re.escape(label.lower())
-    tail = r"\w*" if prefix else ""
-    return re.compile(rf"(?<!\w){body}{tail}(?!\w)")
-
-
-def map_label(answer: str, labels: Sequence[str]) -> tuple[str | None, str]:
-    """The label an answer names, or None with the reason (``no_label`` / ``ambiguous_label``).
-
-    Case-insensitive. An exact answer wins; otherwise the labels found as whole
-    words, then (for labels of 4+ characters) as word starts. Exactly one
-    distinct label maps; none or several drop.
-    """
-    text = answer.strip().lower()
-    for label in labels:
-        if text == label.lower():
-            return label, ""
-    for prefix in (False, True):
-        found = [
-            label
-            for label in labels
-            if (not prefix or len(label) >= MIN_PREFIX_LABEL_CHARS)
-            and _label_pattern(label, prefix).search(text)
-        ]
-        if len(found) == 1:
-            return found[0], ""
-        if len(found) > 1:
-            return None, "ambiguous_label"
-    return None, "no_label"
 
 
 # ------------------------------------------------------------------ filters
@@ -274,7 +224,7 @@ def noise_filter(text: str, ctx: FilterContext) -> Verdict:
 @register_filter("duplicate")
 def duplicate_filter(text: str, ctx: FilterContext) -> Verdict:
     """Already accepted, or a demonstration (ignoring case and spacing)."""
-    return Verdict.dropped("duplicate", text) if normalize_text(text) in ctx.seen else Verdict.kept(text)
+    return Verdict.dropped("duplicate", text) if normalize_answer(text) in ctx.seen else Verdict.kept(text)
 
 
 @register_filter("label")
@@ -296,9 +246,9 @@ def self_consistency_vote(answers: Sequence[str], min_frequency: float) -> tuple
         return None, 0.0, 0
     counts: dict[str, int] = {}
     for answer in answers:
-        key = normalize_text(answer)
+        key = normalize_answer(answer)
         counts[key] = counts.get(key, 0) + 1
     best = max(counts.values())
-    winner = min((a for a in answers if counts[normalize_text(a)] == best), key=lambda a: (len(a), a))
+    winner = min((a for a in answers if counts[normalize_answer(a)] == best), key=lambda a: (len(a), a))
     share = best / len(answers)
     return (winner if share >= min_frequency else None), share, best

@@ -18,7 +18,6 @@ strings into completions; that is what lets a vLLM engine slot in later.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import math
 from collections.abc import Iterator, Sequence
@@ -33,7 +32,6 @@ __all__ = [
     "SamplingParams",
     "TransformersEngine",
     "cut_at_stop",
-    "generate_distributed",
 ]
 
 
@@ -468,34 +466,3 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
-
-
-def generate_distributed(
-    engine: GenerationEngine, prompts: list[str], sampling: SamplingParams, state: Any = None
-) -> list[list[str]]:
-    """Generate over all processes of an ``accelerate`` launch; every process gets all results.
-
-    Each process takes a contiguous share of the prompts and samples with
-    ``seed + process_index`` (so shards do not draw identical samples); the
-    results are gathered back in input order. With one process this is just
-    ``engine.generate``.
-    """
-    if state is None:
-        from accelerate import PartialState
-
-        state = PartialState()
-    if state.num_processes <= 1:
-        return engine.generate(list(prompts), sampling)
-    from accelerate.utils import gather_object
-
-    if sampling.seed is not None:
-        sampling = dataclasses.replace(sampling, seed=sampling.seed + state.process_index)
-    with state.split_between_processes(list(enumerate(prompts))) as shard:
-        shard = list(shard)
-        local = engine.generate([p for _, p in shard], sampling) if shard else []
-        pairs = [(i, out) for (i, _), out in zip(shard, local)]
-    gathered = gather_object(pairs)
-    ordered = sorted(gathered, key=lambda pair: pair[0])
-    if [i for i, _ in ordered] != list(range(len(prompts))):
-        raise RuntimeError("gathered generation results do not cover the prompts exactly once")
-    return [out for _, out in ordered]

@@ -14,25 +14,31 @@ if the internals it relies on change.
 from __future__ import annotations
 
 import functools
-import hashlib
-from importlib import resources
 from typing import Any
+
+from selfguide_hf.fingerprints import source_hash
 
 DATASET_NAME = "selfguide"
 BUILDER_MODULE = "selfguide_hf.builder"
 # The code that decides what rows a config produces; its hash keys the datasets cache.
-_HASHED_SOURCES = ("builder.py", "synthesis.py", "filters.py", "prompts.py", "generation.py", "task.py")
+_HASHED_SOURCES = (
+    "builder.py",
+    "synthesis.py",
+    "synthesis_config.py",
+    "calibration.py",
+    "checkpoints.py",
+    "distributed.py",
+    "filters.py",
+    "labels.py",
+    "prompts.py",
+    "generation.py",
+    "task.py",
+)
 
 
-@functools.cache
 def code_hash() -> str:
     """Hash of the modules that make the data, so a code change never serves stale rows."""
-    digest = hashlib.sha256()
-    package = resources.files("selfguide_hf")
-    for name in _HASHED_SOURCES:
-        digest.update(name.encode())
-        digest.update(package.joinpath(name).read_bytes())
-    return digest.hexdigest()[:16]
+    return source_hash(_HASHED_SOURCES)
 
 
 def install() -> None:

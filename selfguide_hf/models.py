@@ -9,6 +9,7 @@ conversion killed half way never leaves a folder that later loads as valid.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -145,7 +146,9 @@ def _convert_gguf(gguf: Path, out: Path) -> None:
 def weights_fingerprint(model: str | os.PathLike[str]) -> str:
     """A short hash of a local model's weight files (or of the Hub id when not local).
 
-    Keys synthetic-data caches: the same name with other weights must not hit.
+    Keys every cache: the same name with other weights must not hit. Memoized
+    per file sizes and modification times, so a 7B folder is hashed once per
+    process, not once per stage.
     """
     path = Path(os.fspath(model))
     if not path.is_dir():
@@ -155,16 +158,36 @@ def weights_fingerprint(model: str | os.PathLike[str]) -> str:
         saved = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
         if saved:
             return saved
-    digest = hashlib.sha256()
     files = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") and p.is_file())
     if not files:
         raise ModelResolutionError(f"{path}: no weight files (*.safetensors, *.bin)")
-    for file in files:
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _hash_weight_files(stats)
+
+
+@functools.lru_cache(maxsize=32)
+def _hash_weight_files(stats: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stats:
+        file = Path(name)
         digest.update(file.name.encode())
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def base_model_id(model_path: str, given: str | None) -> str:
+    """The name others can load the base model by: the Hub id of the embedded model, else what was given."""
+    marker = Path(model_path) / MARKER
+    if marker.is_file():
+        try:
+            return json.loads(marker.read_text(encoding="utf-8")).get("model_id") or EMBEDDED_MODEL_ID
+        except (OSError, json.JSONDecodeError):
+            return EMBEDDED_MODEL_ID
+    if given and not is_embedded(given):
+        return given
+    return model_path
 
 
 def load_causal_lm(name_or_path: str | None = None, dtype: Any = None, **kwargs: Any) -> tuple[Any, Any]:

@@ -25,6 +25,25 @@ def has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts BOS first when it encodes text with its defaults (Llama, Vicuna)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def _plain(text: str, tokenizer: Any) -> str:
+    """A plain-format prompt, opening with the BOS token text where the model was trained with BOS.
+
+    Every prompt is encoded without special tokens (the generation engine, label
+    scoring and training alike), so BOS must be in the text: a chat template
+    writes it itself, the plain format gets it here.
+    """
+    return f"{tokenizer.bos_token}{text}" if adds_bos(tokenizer) else text
+
+
 # ---------------------------------------------------------------- task prompt
 def task_messages(spec: TaskSpec, text: str, output: str | None = None) -> list[Message]:
     """Instruction, demonstrations as user/assistant turns, then the new input."""
@@ -53,7 +72,7 @@ def render_task_prompt(spec: TaskSpec, text: str, tokenizer: Any) -> str:
         return tokenizer.apply_chat_template(
             task_messages(spec, text), tokenize=False, add_generation_prompt=True
         )
-    return _plain_task_prompt(spec, text)
+    return _plain(_plain_task_prompt(spec, text), tokenizer)
 
 
 def render_completion(spec: TaskSpec, text: str, output: str, tokenizer: Any) -> str:
@@ -70,6 +89,31 @@ def render_completion(spec: TaskSpec, text: str, output: str, tokenizer: Any) ->
     if full.startswith(prompt) and output in full[len(prompt) :]:
         return full[len(prompt) :]
     return f"{output}{eos}"  # a template that re-renders earlier turns: fall back to eos
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a rendered prompt, exactly as the generation engine encodes it (no special tokens)."""
+    return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+
+def encode_training_example(spec: TaskSpec, text: str, output: str, tokenizer: Any) -> dict[str, list[int]]:
+    """``input_ids`` and ``completion_mask`` of one training row for `SFTTrainer`.
+
+    The prompt's ids are `encode_prompt` of `render_task_prompt`, the very ids
+    evaluation generates from, and the completion (answer plus end of turn) is
+    encoded on its own and appended, so no token merges across the boundary and
+    the mask covers the answer and the end of turn only. TRL would tokenize a
+    string prompt with the tokenizer's defaults (adding a second BOS after a
+    template that writes one), which is why rows reach it tokenized.
+    """
+    prompt_ids = encode_prompt(tokenizer, render_task_prompt(spec, text, tokenizer))
+    completion_ids = list(
+        tokenizer(render_completion(spec, text, output, tokenizer), add_special_tokens=False)["input_ids"]
+    )
+    return {
+        "input_ids": prompt_ids + completion_ids,
+        "completion_mask": [0] * len(prompt_ids) + [1] * len(completion_ids),
+    }
 
 
 def label_continuations(spec: TaskSpec, tokenizer: Any) -> list[str]:
@@ -125,7 +169,7 @@ def render_input_generation_prompt(
         return tokenizer.apply_chat_template(
             [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
         )
-    return f"{message}\n\nNew input:"
+    return _plain(f"{message}\n\nNew input:", tokenizer)
 
 
 def input_generation_stop_strings(tokenizer: Any) -> list[str]:

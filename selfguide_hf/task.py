@@ -14,8 +14,12 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cache, lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+
+from selfguide_hf.labels import canonical_label, check_label_set
 
 TaskType = Literal["classification", "generation"]
 TASK_TYPES: tuple[str, ...] = ("classification", "generation")
@@ -108,17 +112,17 @@ class TaskSpec:
     def _validate_labels(self) -> None:
         if not self.labels:
             raise self._fail("labels", "a classification task needs a non-empty label list")
-        seen: set[str] = set()
         for i, label in enumerate(self.labels):
             if not isinstance(label, str) or not label.strip():
                 raise self._fail(f"labels[{i}]", "must be a non-empty string")
-            if label.lower() in seen:
-                raise self._fail(f"labels[{i}]", f"duplicate label {label!r}")
-            seen.add(label.lower())
         if len(self.labels) < 2:
             raise self._fail("labels", "a classification task needs at least two labels")
+        try:
+            check_label_set(self.labels)
+        except ValueError as exc:
+            raise self._fail("labels", str(exc)) from None
         for i, demo in enumerate(self.demonstrations):
-            if demo.output.strip().lower() not in seen:
+            if canonical_label(demo.output, self.labels) is None:
                 raise self._fail(
                     f"demonstrations[{i}].output",
                     f"{demo.output!r} is not one of the labels {list(self.labels)}",
@@ -130,14 +134,8 @@ class TaskSpec:
         return self.type == "classification"
 
     def canonical_label(self, text: str) -> str | None:
-        """The label spelled as in `labels` for a case-insensitive exact match, else None."""
-        if not self.labels:
-            return None
-        wanted = text.strip().lower()
-        for label in self.labels:
-            if label.lower() == wanted:
-                return label
-        return None
+        """The label ``text`` is (same text after `labels.normalize_answer`), spelled as in `labels`."""
+        return canonical_label(text, self.labels) if self.labels else None
 
     def to_dict(self) -> dict[str, Any]:
         """The spec-file form (round-trips through `TaskSpec.from_dict`)."""
@@ -301,8 +299,6 @@ class TaskSpec:
             return cls.from_dict(data, source=str(path))
         if path.suffix.lower() in (".json", ".yaml", ".yml") or os.sep in text:
             raise TaskSpecError(f"{text}: no such file")
-        from selfguide_hf.bundled import bundled_spec
-
         return bundled_spec(text)
 
 
@@ -383,3 +379,42 @@ def _read_structured_file(path: Path) -> Any:
         raise TaskSpecError(
             f"{path}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from exc
+
+
+# ------------------------------------------------------------- bundled tasks
+# The spec files of the Natural Instructions tasks shipped in the package (their
+# eval splits are in `selfguide_hf.bundled`). Here, so that `TaskSpec.load("task190")`
+# needs no import from a module above this one.
+def _tasks_dir() -> Path:
+    return Path(str(resources.files("selfguide_hf") / "data" / "tasks"))
+
+
+@lru_cache(maxsize=1)
+def _index() -> tuple[dict, ...]:
+    index_file = _tasks_dir() / "index.json"
+    if not index_file.is_file():
+        raise TaskSpecError(
+            f"{index_file}: bundled task index missing; rebuild it with "
+            "`python dataset_scripts/build_bundled_tasks.py`"
+        )
+    return tuple(json.loads(index_file.read_text(encoding="utf-8")))
+
+
+def bundled_task_names() -> list[str]:
+    """Names of the bundled tasks, e.g. ``task190``."""
+    return [entry["task"] for entry in _index()]
+
+
+def bundled_task_dir(name: str) -> Path:
+    if name not in bundled_task_names():
+        raise TaskSpecError(
+            f"unknown bundled task {name!r}; known tasks: {', '.join(bundled_task_names())} "
+            "(or pass a spec file or an NI task file path)"
+        )
+    return _tasks_dir() / name
+
+
+@cache
+def bundled_spec(name: str) -> TaskSpec:
+    """The `TaskSpec` of a bundled task."""
+    return TaskSpec.from_spec_file(bundled_task_dir(name) / "spec.json")

@@ -1,14 +1,24 @@
-"""The `selfguide` command end to end on the tiny model: run, rerun reuse, errors."""
+"""The `selfguide` command end to end on the tiny model: run, what a rerun redoes, errors, and the recipe.
+
+A finished run is made once per module; each rerun test copies it and changes
+one setting, then checks exactly which stages ran again (synthesis rounds,
+training, each evaluation), by counting calls of the real functions.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from selfguide_hf import cli
 
+ROOT = Path(__file__).resolve().parent.parent
+CPU_CONFIG = ROOT / "recipes" / "configs" / "smollm2-135m_lora_cpu.yaml"
 # Synthesis a random tiny model gets through (see tests/test_builder.py).
 TINY_SYNTHESIS = [
     "prompts_per_round=2",
@@ -30,32 +40,196 @@ def run_args(model: Path, out: Path, *extra: str) -> list[str]:
     return args + list(extra)
 
 
-def test_run_writes_report_and_reuses_finished_work(tiny_model_dir, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+@pytest.fixture(scope="module")
+def datasets_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("datasets-cache")
+
+
+@pytest.fixture
+def stages(monkeypatch: pytest.MonkeyPatch, datasets_cache: Path) -> Counter:
+    """Counts of the stages that actually ran: synthesis rounds, trainings, baseline / tuned evaluations."""
+    from selfguide_hf import evaluation, pipeline, synthesis
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(datasets_cache))
+    counts: Counter = Counter()
+    real_round, real_train, real_eval = (
+        synthesis._Synthesis.run_round,
+        pipeline.train_adapter,
+        evaluation.evaluate_saved_model,
+    )
+
+    def run_round(self, index):
+        counts["synthesis"] += 1
+        return real_round(self, index)
+
+    def train_adapter(*args, **kwargs):
+        counts["training"] += 1
+        return real_train(*args, **kwargs)
+
+    def evaluate_saved_model(model_path, adapter, *args, **kwargs):
+        counts["tuned evaluation" if adapter is not None else "baseline evaluation"] += 1
+        return real_eval(model_path, adapter, *args, **kwargs)
+
+    monkeypatch.setattr(synthesis._Synthesis, "run_round", run_round)
+    monkeypatch.setattr(pipeline, "train_adapter", train_adapter)
+    monkeypatch.setattr(evaluation, "evaluate_saved_model", evaluate_saved_model)
+    return counts
+
+
+@pytest.fixture(scope="module")
+def finished_run(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory, datasets_cache: Path
+) -> Path:
+    out = tmp_path_factory.mktemp("finished") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_DATASETS_CACHE", str(datasets_cache))
+        assert cli.main(run_args(tiny_model_dir, out)) == 0
+    return out
+
+
+def copy_run(finished: Path, tmp_path: Path) -> Path:
     out = tmp_path / "run"
-    assert cli.main(run_args(tiny_model_dir, out)) == 0
-    printed = capsys.readouterr().out
-    assert "few-shot baseline exact_match" in printed and "self-guided exact_match" in printed
+    shutil.copytree(finished, out)
+    return out
+
+
+def test_run_writes_report_card_and_predictions(finished_run: Path) -> None:
+    out = finished_run
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "task738" and report["baseline"]["num_examples"] == 4
     assert report["funnel"]["raw_inputs"] == 4
     assert (out / "report.md").is_file() and (out / "report.png").is_file()
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
-    assert (out / "synthetic" / "train.jsonl").is_file()
+    assert "2407.12874" in (out / "adapter" / "README.md").read_text()  # the model card
+    assert (out / "synthetic" / "train.jsonl").is_file() and (out / "synthetic" / "funnel.json").is_file()
+    manifest = json.loads((out / "adapter" / "selfguide_run.json").read_text())
+    assert manifest["complete"] and manifest["identity"]["training"]["num_train_epochs"] == 1
     answers = [json.loads(line) for line in (out / "eval" / "self_guided.predictions.jsonl").open()]
     assert len(answers) == 4 and set(answers[0]) == {"input", "references", "prediction"}
-    assert isinstance(answers[0]["references"], list) and isinstance(answers[0]["prediction"], str)
 
-    # A rerun trains nothing and evaluates nothing: everything is reused.
-    monkeypatch.setattr("selfguide_hf.training.train_adapter", _fail)
-    monkeypatch.setattr("selfguide_hf.evaluation.evaluate_model", _fail)
+
+def test_rerun_with_nothing_changed_reuses_everything(
+    finished_run: Path, tiny_model_dir: Path, tmp_path: Path, stages: Counter, capsys
+) -> None:
+    out = copy_run(finished_run, tmp_path)
+    before = json.loads((out / "report.json").read_text())
     assert cli.main(run_args(tiny_model_dir, out)) == 0
-    assert "reusing the finished adapter" in capsys.readouterr().out
+    assert stages == Counter()
+    printed = capsys.readouterr().out
+    assert "reusing the finished adapter" in printed and "reusing the finished evaluation" in printed
+    after = json.loads((out / "report.json").read_text())
+    assert after["self_guided"] == before["self_guided"] and after["baseline"] == before["baseline"]
 
 
-def test_run_on_an_unbundled_ni_file_with_eval_file(tiny_model_dir, tmp_path, ni_dir, monkeypatch):
+# (extra flags, what must run again, the field the user is told changed; None: no training)
+RERUNS = {
+    "seed": (["--seed", "7"], {"synthesis", "training", "tuned evaluation"}, "synthetic_rows"),
+    "num-inputs": (["--num-inputs", "6"], {"synthesis", "training", "tuned evaluation"}, "synthetic_rows"),
+    "epochs": (["--epochs", "2"], {"training", "tuned evaluation"}, "training.num_train_epochs: 1.0 -> 2.0"),
+    "learning-rate": (
+        ["--learning-rate", "1e-3"],
+        {"training", "tuned evaluation"},
+        "training.learning_rate: 0.0002 -> 0.001",
+    ),
+    "synthesis-option": (
+        ["--synthesis-option", "max_pool_examples=2"],
+        {"synthesis", "training", "tuned evaluation"},
+        "synthetic_rows",
+    ),
+    "lora": (["--training-option", "lora_r=8"], {"training", "tuned evaluation"}, "model.lora_r: 16 -> 8"),
+}
+
+
+@pytest.mark.parametrize("change", sorted(RERUNS))
+def test_a_changed_setting_redoes_exactly_the_stages_that_depend_on_it(
+    change: str, finished_run: Path, tiny_model_dir: Path, tmp_path: Path, stages: Counter, capsys
+) -> None:
+    flags, expected, told = RERUNS[change]
+    out = copy_run(finished_run, tmp_path)
+    old_rows = (out / "synthetic" / "train.jsonl").read_text()
+    assert cli.main(run_args(tiny_model_dir, out, *flags)) == 0
+    ran = set(stages)
+    if "synthesis" in expected and (out / "synthetic" / "train.jsonl").read_text() == old_rows:
+        expected = {"synthesis"}  # new settings that happened to write the same rows: the adapter stands
+    assert ran == expected, f"{change}: ran {sorted(ran)}, expected {sorted(expected)}"
+    if "training" in expected:
+        assert f"training the adapter in {out / 'adapter'} again" in (printed := capsys.readouterr().out)
+        assert told in printed
+        manifest = json.loads((out / "adapter" / "selfguide_run.json").read_text())
+        assert manifest["complete"]
+
+
+def test_a_damaged_adapter_is_detected_and_retrained(
+    finished_run: Path, tiny_model_dir: Path, tmp_path: Path, stages: Counter, capsys
+) -> None:
+    out = copy_run(finished_run, tmp_path)
+    weights = out / "adapter" / "adapter_model.safetensors"
+    saved = json.loads((out / "adapter" / "selfguide_run.json").read_text())["files"]
+    with weights.open("r+b") as handle:  # a kill during the save, or a full disk
+        handle.truncate(weights.stat().st_size // 3)
+    assert cli.main(run_args(tiny_model_dir, out)) == 0
+    assert stages["training"] == 1
+    assert "adapter_model.safetensors is damaged" in capsys.readouterr().out
+    # Training is deterministic: the same files again, so the evaluation of those files stands.
+    assert json.loads((out / "adapter" / "selfguide_run.json").read_text())["files"] == saved
+    assert "tuned evaluation" not in stages
+    assert json.loads((out / "report.json").read_text())["self_guided"]["num_examples"] == 4
+
+
+def test_an_unfinished_training_is_not_taken_as_finished(
+    finished_run: Path, tiny_model_dir: Path, tmp_path: Path, stages: Counter
+) -> None:
+    out = copy_run(finished_run, tmp_path)
+    manifest_file = out / "adapter" / "selfguide_run.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["complete"] = False  # what a kill between the start of training and the end of the save leaves
+    manifest_file.write_text(json.dumps(manifest))
+    assert cli.main(run_args(tiny_model_dir, out)) == 0
+    assert stages["training"] == 1
+
+
+def test_cli_and_recipe_give_the_same_numbers(
+    finished_run: Path, tiny_model_dir: Path, tmp_path: Path, datasets_cache: Path, monkeypatch
+) -> None:
+    """`selfguide run` and the recipe with the same settings: one identity, one report."""
+    import importlib.util
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(datasets_cache))
+    spec = importlib.util.spec_from_file_location("sft_recipe", ROOT / "recipes" / "sft.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    synthesis = {"preset": "default"}
+    for option in TINY_SYNTHESIS:
+        key, value = option.split("=", 1)
+        synthesis[key] = json.loads(value) if value[0] in '["' or value in ("false", "true") else int(value)
+    out = tmp_path / "recipe"
+    argv = [
+        "--config", str(CPU_CONFIG), "--task", "task738", "--model", str(tiny_model_dir),
+        "--output_dir", str(out), "--num_inputs", "4", "--synthesis_seed", "0", "--synthesis", json.dumps(synthesis),
+        "--num_train_epochs", "1", "--evaluate", "true", "--eval_split", "validation", "--eval_max_rows", "4",
+    ]  # fmt: skip
+    assert recipe.main(argv) == 0
+    cli_manifest = json.loads((finished_run / "adapter" / "selfguide_run.json").read_text())
+    recipe_manifest = json.loads((out / "selfguide_run.json").read_text())
+    assert recipe_manifest["identity"] == cli_manifest["identity"]
+    cli_report = json.loads((finished_run / "report.json").read_text())
+    recipe_report = json.loads((out / "report.json").read_text())
+    for key in ("baseline", "self_guided", "delta", "funnel"):
+        assert recipe_report[key] == cli_report[key], key
+    for name in ("baseline", "self_guided"):
+        predictions = f"eval/{name}.predictions.jsonl"
+        assert (out / predictions).read_text() == (finished_run / predictions).read_text()
+
+
+def test_the_cli_trains_with_the_recipe_cpu_config() -> None:
+    from selfguide_hf.recipe_args import CPU_TRAINING_DEFAULTS
+
+    config = yaml.safe_load(CPU_CONFIG.read_text())
+    assert {key: config[key] for key in CPU_TRAINING_DEFAULTS} == CPU_TRAINING_DEFAULTS
+
+
+def test_run_on_an_unbundled_ni_file_with_eval_file(tiny_model_dir, tmp_path, ni_dir, monkeypatch, stages):
     """A task the package does not bundle: an NI file plus a user eval file."""
-    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
     ni = json.loads((ni_dir / "task738" / "task.json").read_text())
     task_file = tmp_path / "task5001_my_perspectives.json"
     task_file.write_text(json.dumps(ni))
@@ -70,9 +244,10 @@ def test_run_on_an_unbundled_ni_file_with_eval_file(tiny_model_dir, tmp_path, ni
     assert report["task"] == "task5001" and report["self_guided"]["num_examples"] == 3
 
     # The same eval file path with other rows: synthesis and the adapter are reused, the scores are not.
+    stages.clear()
     eval_file.write_text("\n".join(json.dumps(r) for r in rows[:2]) + "\n")
-    monkeypatch.setattr("selfguide_hf.training.train_adapter", _fail)
     assert cli.main(args) == 0
+    assert set(stages) == {"baseline evaluation", "tuned evaluation"}
     report = json.loads((out / "report.json").read_text())
     assert report["baseline"]["num_examples"] == 2 and report["self_guided"]["num_examples"] == 2
 
@@ -80,7 +255,7 @@ def test_run_on_an_unbundled_ni_file_with_eval_file(tiny_model_dir, tmp_path, ni
 def test_a_bad_eval_file_fails_before_synthesis(tiny_model_dir, tmp_path, monkeypatch, capsys):
     eval_file = tmp_path / "eval.jsonl"
     eval_file.write_text(json.dumps({"input": "claim: x", "answer": "support"}) + "\n")
-    monkeypatch.setattr("selfguide_hf.cli.cmd_synthesize", _fail)
+    monkeypatch.setattr("selfguide_hf.pipeline.build_synthetic_dataset", _fail)
     assert cli.main(run_args(tiny_model_dir, tmp_path / "run", "--eval-file", str(eval_file))) == 2
     assert "eval.jsonl" in capsys.readouterr().err
 
@@ -90,40 +265,34 @@ def test_a_bad_eval_file_fails_before_synthesis(tiny_model_dir, tmp_path, monkey
     [
         (["evaluate", "--task", "task9"], "unknown bundled task 'task9'"),
         (["synthesize", "--task", "task199", "--synthesis-option", "bogus_key=1"], "bogus_key"),
+        (["synthesize", "--task", "task199", "--synthesis-option", "novalue"], "expects KEY=VALUE"),
     ],
 )
-def test_clear_errors(argv, message, capsys, tiny_model_dir):
-    assert cli.main([*argv, "--model", str(tiny_model_dir)]) == 2
+def test_clear_errors(argv, message, capsys, tiny_model_dir, tmp_path):
+    assert cli.main([*argv, "--model", str(tiny_model_dir), "--output-dir", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
 
 
 def test_threads_follow_the_flag_then_the_environment_then_the_load(monkeypatch) -> None:
     import torch
 
-    from selfguide_hf import training
+    from selfguide_hf import trainer
 
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        cli.set_threads(3)
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+        trainer.set_cpu_threads(3)
         assert torch.get_num_threads() == 3
-        monkeypatch.setattr(training, "auto_cpu_threads", lambda local: 1)  # a busy machine
-        cli.set_threads(None)
+        monkeypatch.setattr(trainer, "auto_cpu_threads", lambda local: 1)  # a busy machine
+        trainer.set_cpu_threads(None)
         assert torch.get_num_threads() == 1
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         torch.set_num_threads(2)
-        cli.set_threads(None)  # the user's OMP_NUM_THREADS is left alone
+        trainer.set_cpu_threads(None)  # the user's OMP_NUM_THREADS is left alone
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-
-
-def test_threads_flag_reaches_the_training_arguments(tmp_path) -> None:
-    args = cli.build_parser().parse_args(["train", "--task", "task199", "--threads", "1"])
-    argv = cli.training_argv(args, tmp_path)
-    assert argv[argv.index("--torch_threads") + 1] == "1"
-    args = cli.build_parser().parse_args(["train", "--task", "task199"])
-    assert "--torch_threads" not in cli.training_argv(args, tmp_path)
 
 
 def test_evaluate_writes_every_answer(tiny_model_dir, tmp_path):

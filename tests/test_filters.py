@@ -14,7 +14,7 @@ from selfguide_hf.filters import (
     leading_marker,
     length_window,
     map_label,
-    normalize_text,
+    normalize_answer,
     register_filter,
     self_consistency_vote,
 )
@@ -67,7 +67,7 @@ def test_noise_filter_is_case_sensitive_for_task_strings_and_catches_chat() -> N
 
 
 def test_duplicate_filter_ignores_case_spacing_and_punctuation() -> None:
-    ctx = FilterContext(seen={normalize_text("The cat sat.")})
+    ctx = FilterContext(seen={normalize_answer("The cat sat.")})
     dup = get_filter("duplicate")
     assert dup("the  cat sat", ctx).reason == "duplicate"
     assert dup("THE CAT SAT!", ctx).reason == "duplicate"

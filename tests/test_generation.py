@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from selfguide_hf.distributed import generate_distributed
 from selfguide_hf.generation import (
     GenerationEngine,
     SamplingParams,
     TransformersEngine,
     cut_at_stop,
-    generate_distributed,
 )
 from tests import tiny_model
 
@@ -348,7 +348,8 @@ DIST_SCRIPT = textwrap.dedent(
     import json, sys
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from selfguide_hf.generation import SamplingParams, TransformersEngine, generate_distributed
+    from selfguide_hf.distributed import generate_distributed
+    from selfguide_hf.generation import SamplingParams, TransformersEngine
 
     state = PartialState(cpu=True)
     path, out_path = sys.argv[1], sys.argv[2]

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from selfguide_hf import cards, hub, training
+from selfguide_hf import cards, hub, pipeline, publish
 from selfguide_hf.bundled import bundled_spec
+from selfguide_hf.run_dir import MANIFEST_NAME
 from tests.fake_hub import FakeHub
 from tests.test_training import TASK, run_recipe, synthetic_rows, tiny_argv, write_rows
 
@@ -41,20 +42,20 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
     argv += ["--push_to_hub", "true", "--hub_model_id", "me/tiny-selfguide", "--hub_token", TOKEN]
     argv += ["--push_dataset", "true", "--dataset_hub_id", "me/tiny-selfguide-data"]
     run, result = run_recipe(argv)
-    data = training.build_synthetic_dataset(run)
+    data = pipeline.build_synthetic_dataset(run)
     return run, data, result
 
 
 def test_push_adapter_and_dataset(fake_hub: FakeHub, trained_run, caplog: pytest.LogCaptureFixture) -> None:
     run, data, result = trained_run
     caplog.set_level(logging.DEBUG)
-    url = training.push_run_adapter(run, data, result)
+    url = publish.push_run_adapter(run, data, result)
     assert url and url.startswith(fake_hub.endpoint + "/me/tiny-selfguide")
-    assert training.push_run_dataset(run, data)
+    assert publish.push_run_dataset(run, data)
 
     files = fake_hub.files("me/tiny-selfguide")
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json"} <= set(files)
-    assert training.MANIFEST_NAME in files
+    assert MANIFEST_NAME in files
     assert not any(name.startswith("checkpoint-") or name == "training_args.bin" for name in files)
     card = files["README.md"].decode()
     assert card.startswith("---\n") and "library_name: peft" in card  # base_model: a local path is left out

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from selfguide_hf import training
+from selfguide_hf.run_dir import MANIFEST_NAME, checkpoint_step, last_complete_checkpoint
 from tests.fake_hub import FakeHub
 from tests.test_training import write_rows
 
@@ -72,8 +72,8 @@ def test_recipe_trains_with_the_cpu_config(tmp_path: Path, tiny_model_dir: Path,
     done = run_recipe(recipe_args(tiny_model_dir, out, "--dataset_path", str(rows)))
     assert done.returncode == 0, done.stderr[-3000:]
     assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
-    manifest = json.loads((out / training.MANIFEST_NAME).read_text())
-    assert manifest["method"] == "lora" and manifest["lora"]["dropout"] == 0.0
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["method"] == "lora" and manifest["identity"]["model"]["lora_dropout"] == 0.0
 
 
 def test_recipe_config_errors_are_one_clear_line(tmp_path: Path) -> None:
@@ -116,7 +116,7 @@ def test_recipe_pushes_to_a_local_hub(tmp_path: Path, tiny_model_dir: Path, rows
 def _wait_for_checkpoint(out: Path, proc: subprocess.Popen, timeout: float = 300) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = training.last_complete_checkpoint(out)
+        found = last_complete_checkpoint(out)
         if found:
             return found
         if proc.poll() is not None:
@@ -152,15 +152,15 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path: Path, tiny_model_dir: 
     finally:
         if proc.poll() is None:
             proc.kill()
-    killed_at = training.checkpoint_step(training.last_complete_checkpoint(out))
+    killed_at = checkpoint_step(last_complete_checkpoint(out))
     assert killed_at is not None and killed_at < 400, first
     assert not (out / "adapter_model.safetensors").exists()  # the run did not finish
 
     done = run_recipe([*args, "--resume_from_checkpoint", "last"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming from {out / f'checkpoint-{killed_at}'} (step {killed_at})" in done.stderr
-    assert training.checkpoint_step(training.last_complete_checkpoint(out)) == 400
-    state = json.loads((Path(training.last_complete_checkpoint(out)) / "trainer_state.json").read_text())
+    assert checkpoint_step(last_complete_checkpoint(out)) == 400
+    state = json.loads((Path(last_complete_checkpoint(out)) / "trainer_state.json").read_text())
     logged = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert logged and logged[-1] == 400
     assert (out / "adapter_model.safetensors").is_file()
@@ -257,9 +257,7 @@ def test_accelerate_launch_one_and_two_cpu_processes(tmp_path: Path, tiny_model_
     # One adapter, written once, on the same synthetic rows.
     out = tmp_path / "two"
     assert len(list(out.rglob("adapter_model.safetensors"))) == 1
-    assert json.loads((out / training.MANIFEST_NAME).read_text())["method"] == "lora"
-    from datasets import load_from_disk
-
-    assert len(load_from_disk(str(out / training.SYNTHETIC_DIR))) > 0
-    funnel = json.loads((out / training.FUNNEL_NAME).read_text())
+    assert json.loads((out / MANIFEST_NAME).read_text())["method"] == "lora"
+    assert len((out / "synthetic" / "train.jsonl").read_text().splitlines()) > 0
+    funnel = json.loads((out / "synthetic" / "funnel.json").read_text())
     assert funnel["raw_inputs"] == 8

@@ -12,19 +12,12 @@ from typing import Any
 import pytest
 
 from selfguide_hf.bundled import bundled_spec
+from selfguide_hf.calibration import assign_balanced_labels, balance_classes, calibrate_label_scores
 from selfguide_hf.filters import length_window
 from selfguide_hf.generation import GenerationEngine, SamplingParams, TransformersEngine
 from selfguide_hf.prompts import render_completion, render_task_prompt
-from selfguide_hf.synthesis import (
-    PRESETS,
-    SynthesisConfig,
-    SynthesisError,
-    assign_balanced_labels,
-    balance_classes,
-    calibrate_label_scores,
-    length_token_cap,
-    synthesize,
-)
+from selfguide_hf.synthesis import SynthesisError, length_token_cap, synthesize
+from selfguide_hf.synthesis_config import PRESETS, SynthesisConfig
 from selfguide_hf.task import Demonstration, TaskSpec
 
 INPUT_REQUEST = "Write one new input"  # how prompts.py asks for a new input

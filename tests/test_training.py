@@ -1,4 +1,4 @@
-"""Training library: argument parsing and bad input, SFT rows, methods (LoRA / QLoRA / full), run checks.
+"""Training: argument parsing and bad input, SFT rows, methods (LoRA / QLoRA / full), run checks.
 
 Everything trains the tiny random model for a couple of steps on one thread,
 so the whole file runs in well under a minute.
@@ -12,14 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from selfguide_hf import training
+from selfguide_hf import methods, pipeline, publish, trainer
 from selfguide_hf.bundled import bundled_spec, load_eval_split
-from selfguide_hf.prompts import render_completion, render_task_prompt
-from selfguide_hf.training import (
+from selfguide_hf.methods import TrainingConfigError
+from selfguide_hf.prompts import encode_prompt, render_completion, render_task_prompt
+from selfguide_hf.recipe_args import cpu_has_native_bf16, parse_recipe_args
+from selfguide_hf.run_dir import (
+    MANIFEST_NAME,
     AdapterMismatchError,
     RunMismatchError,
-    TrainingConfigError,
-    parse_recipe_args,
+    check_adapter_base,
+    last_complete_checkpoint,
+    sanitized_command,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,12 +57,12 @@ def tiny_argv(model_dir: Path, out: Path, rows: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def run_recipe(argv: list[str]) -> tuple[training.SelfGuideRun, training.TrainResult]:
+def run_recipe(argv: list[str]) -> tuple[pipeline.SelfGuideRun, trainer.TrainResult]:
     sg, targs, margs = parse_recipe_args(argv)
-    run = training.prepare_run(sg, targs, margs, argv)
-    data = training.build_synthetic_dataset(run)
-    result = training.train_adapter(run, data)
-    training.write_run_outputs(run, data, result)
+    run = pipeline.prepare_run(sg, targs, margs, argv)
+    data = pipeline.build_synthetic_dataset(run)
+    result = pipeline.train(run, data)
+    publish.write_model_card(run, data, result)
     return run, result
 
 
@@ -124,13 +128,13 @@ def test_missing_config_file() -> None:
 def test_missing_task_is_a_clear_error() -> None:
     sg, targs, margs = parse_recipe_args(["--output_dir", "unused"])
     with pytest.raises(TrainingConfigError, match="no task given"):
-        training.prepare_run(sg, targs, margs)
+        pipeline.prepare_run(sg, targs, margs)
 
 
 def test_unknown_task_is_a_clear_error(tmp_path: Path) -> None:
     sg, targs, margs = parse_recipe_args(["--task", "task0", "--output_dir", str(tmp_path)])
     with pytest.raises(TrainingConfigError, match="unknown bundled task 'task0'"):
-        training.prepare_run(sg, targs, margs)
+        pipeline.prepare_run(sg, targs, margs)
 
 
 @pytest.mark.parametrize(
@@ -163,7 +167,7 @@ def test_push_without_repo_id(tmp_path: Path, tiny_model_dir: Path) -> None:
         ]
     )
     with pytest.raises(TrainingConfigError, match="--hub_model_id"):
-        training.prepare_run(sg, targs, margs)
+        pipeline.prepare_run(sg, targs, margs)
 
 
 def test_method_sets_quantization() -> None:
@@ -175,7 +179,7 @@ def test_method_sets_quantization() -> None:
 
 def test_cpu_defaults_and_output_dir() -> None:
     _sg, targs, _ = parse_recipe_args(["--task", TASK])
-    assert targs.use_cpu and targs.bf16 == training.cpu_has_native_bf16()
+    assert targs.use_cpu and targs.bf16 == cpu_has_native_bf16()
     _, targs, _ = parse_recipe_args(["--task", TASK, "--bf16", "false"])
     assert not targs.bf16
     assert targs.output_dir.endswith("selfguide-task199-lora")
@@ -209,7 +213,7 @@ def test_every_config_loads_and_validates(config: Path) -> None:
     assert margs.use_peft == (method in ("lora", "qlora"))
     if device == "cpu":
         assert sg.model == "default" and targs.use_cpu
-        assert targs.bf16 == training.cpu_has_native_bf16()  # autocast only on native-bf16 CPUs
+        assert targs.bf16 == cpu_has_native_bf16()  # autocast only on native-bf16 CPUs
         assert not targs.gradient_checkpointing and sg.compact_lm_head
     else:
         assert targs.bf16 and margs.dtype == "bfloat16"
@@ -230,12 +234,15 @@ def test_sft_rows_use_the_evaluation_prompt(tiny_model_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     dataset = synthetic_rows(4)
     spec = bundled_spec(TASK)
-    sft = training.to_sft_dataset(dataset, spec, tokenizer)
-    assert sft.column_names == ["prompt", "completion"]
+    sft = trainer.to_sft_dataset(dataset, spec, tokenizer)
+    assert sft.column_names == ["input_ids", "completion_mask"]
     for row, source in zip(sft, dataset):
-        assert row["prompt"] == render_task_prompt(spec, source["input"], tokenizer)
-        assert row["completion"] == render_completion(spec, source["input"], source["output"], tokenizer)
-        assert row["completion"].endswith("<|im_end|>\n")
+        prompt = encode_prompt(tokenizer, render_task_prompt(spec, source["input"], tokenizer))
+        completion = render_completion(spec, source["input"], source["output"], tokenizer)
+        assert completion.endswith("<|im_end|>\n")
+        assert row["input_ids"][: len(prompt)] == prompt
+        assert row["completion_mask"] == [0] * len(prompt) + [1] * (len(row["input_ids"]) - len(prompt))
+        assert tokenizer.decode(row["input_ids"][len(prompt) :]) == completion
 
 
 def test_sft_rows_drop_empty_and_cap(tiny_model_dir: Path) -> None:
@@ -247,30 +254,30 @@ def test_sft_rows_drop_empty_and_cap(tiny_model_dir: Path) -> None:
     rows = Dataset.from_list(
         [{"input": "a", "output": " "}, {"input": "b", "output": "x"}, {"input": "c", "output": "y"}]
     )
-    assert len(training.to_sft_dataset(rows, spec, tokenizer)) == 2
-    assert len(training.to_sft_dataset(rows, spec, tokenizer, max_rows=1)) == 1
+    assert len(trainer.to_sft_dataset(rows, spec, tokenizer)) == 2
+    assert len(trainer.to_sft_dataset(rows, spec, tokenizer, max_rows=1)) == 1
     with pytest.raises(TrainingConfigError, match="no usable rows"):
-        training.to_sft_dataset(rows.select([0]), spec, tokenizer)
+        trainer.to_sft_dataset(rows.select([0]), spec, tokenizer)
     with pytest.raises(TrainingConfigError, match=r"lacks column\(s\) \['output'\]"):
-        training.to_sft_dataset(rows.remove_columns("output"), spec, tokenizer)
+        trainer.to_sft_dataset(rows.remove_columns("output"), spec, tokenizer)
 
 
 # ------------------------------------------------------------------ registry
 def test_method_registry() -> None:
-    assert set(training.METHODS) >= {"lora", "qlora", "full"}
-    assert training.get_method("qlora").quantized
-    assert not training.get_method("full").uses_peft
+    assert set(methods.METHODS) >= {"lora", "qlora", "full"}
+    assert methods.get_method("qlora").quantized
+    assert not methods.get_method("full").uses_peft
     with pytest.raises(TrainingConfigError, match="unknown method 'dora'"):
-        training.get_method("dora")
+        methods.get_method("dora")
     with pytest.raises(ValueError, match="already registered"):
-        training.register_method("lora", "again", uses_peft=True)(lambda *a: None)
+        methods.register_method("lora", "again", uses_peft=True)(lambda *a: None)
 
 
 def test_lora_and_quantization_defaults() -> None:
     _, _, margs = parse_recipe_args(["--task", TASK, "--method", "qlora"])
-    lora = training.lora_config(margs)
+    lora = methods._peft_config(margs)
     assert lora.target_modules == "all-linear" and lora.r == 16 and lora.lora_alpha == 32
-    quant = training.quantization_config(margs)
+    quant = methods._quantization_config(margs)
     assert quant.load_in_4bit and quant.bnb_4bit_quant_type == "nf4" and quant.bnb_4bit_use_double_quant
 
 
@@ -293,13 +300,13 @@ def test_compact_lm_head_gives_the_same_loss_and_gradients(tiny_model_dir: Path)
         out.loss.backward()
         return out.loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
-    training.disable_compact_lm_head()
+    trainer.disable_compact_lm_head()
     loss_full, grads_full = loss_and_grads()
-    assert training.enable_compact_lm_head()
+    assert trainer.enable_compact_lm_head()
     try:
         loss_compact, grads_compact = loss_and_grads()
     finally:
-        training.disable_compact_lm_head()
+        trainer.disable_compact_lm_head()
     torch.testing.assert_close(loss_compact, loss_full)
     for compact, full in zip(grads_compact, grads_full, strict=True):
         torch.testing.assert_close(compact, full, rtol=1e-4, atol=1e-6)
@@ -314,8 +321,9 @@ def test_lora_run_writes_adapter_manifest_and_card(
     assert (out / "adapter_model.safetensors").is_file()
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == 16 and config["base_model_name_or_path"] == str(tiny_model_dir)
-    manifest = json.loads((out / training.MANIFEST_NAME).read_text())
-    assert manifest["task"] == TASK and manifest["method"] == "lora"
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["task"] == TASK and manifest["method"] == "lora" and manifest["complete"]
+    assert set(manifest["files"]) >= {"adapter_model.safetensors", "adapter_config.json"}
     assert manifest["task_fingerprint"] == bundled_spec(TASK).fingerprint()
     card = (out / "README.md").read_text()
     assert "2407.12874" in card and TASK in card and "--dataset_path" in card
@@ -334,13 +342,14 @@ def test_qlora_trains_on_cpu(tmp_path: Path, tiny_model_dir: Path, rows_file: Pa
 
     out = tmp_path / "qlora"
     _sg, targs, margs = parse_recipe_args(tiny_argv(tiny_model_dir, out, rows_file, "--method", "qlora"))
-    loaded = training.load_for_training("qlora", str(tiny_model_dir), margs, targs)
+    loaded = methods.load_for_training("qlora", str(tiny_model_dir), margs, targs)
     linear4 = [m for m in loaded.model.modules() if isinstance(m, bnb.nn.Linear4bit)]
     assert linear4 and linear4[0].weight.quant_type == "nf4"
     assert loaded.model.is_loaded_in_4bit
     _, result = run_recipe(tiny_argv(tiny_model_dir, out, rows_file, "--method", "qlora"))
     assert (out / "adapter_model.safetensors").is_file()
-    assert json.loads((out / training.MANIFEST_NAME).read_text())["quantization"]["quant_type"] == "nf4"
+    identity = json.loads((out / MANIFEST_NAME).read_text())["identity"]["model"]
+    assert identity["load_in_4bit"] and identity["bnb_4bit_quant_type"] == "nf4"
     assert result.metrics["train_loss"] > 0
 
 
@@ -350,16 +359,13 @@ def test_evaluate_before_and_after_goes_into_the_card(
     out = tmp_path / "run"
     argv = tiny_argv(tiny_model_dir, out, rows_file, "--evaluate", "true", "--eval_max_rows", "3")
     sg, targs, margs = parse_recipe_args(argv)
-    run = training.prepare_run(sg, targs, margs, argv)
-    data = training.build_synthetic_dataset(run)
-    result = training.train_adapter(run, data)
-    evaluation = training.evaluate_run(run, result)
-    training.write_run_outputs(run, data, result)
-    assert evaluation["before"]["num_examples"] == evaluation["after"]["num_examples"] == 3
-    assert evaluation["before"]["metric"] == "exact_match"
-    saved = json.loads((out / training.EVAL_NAME).read_text())
-    assert saved["after"]["score"] == evaluation["after"]["score"]
+    report = pipeline.run_all(pipeline.prepare_run(sg, targs, margs, argv))
+    assert report["baseline"]["num_examples"] == report["self_guided"]["num_examples"] == 3
+    assert report["baseline"]["metric"] == "exact_match"
+    saved = json.loads((out / pipeline.EVAL_NAME).read_text())
+    assert saved["after"]["score"] == report["self_guided"]["score"]
     assert "| exact_match |" in (out / "README.md").read_text()
+    assert json.loads((out / "report.json").read_text())["delta"] == report["delta"]
 
 
 # ---------------------------------------------------------------- run checks
@@ -370,18 +376,16 @@ def test_output_dir_with_a_different_run_is_refused(
     run_recipe(tiny_argv(tiny_model_dir, out, rows_file))
     sg, targs, margs = parse_recipe_args(tiny_argv(tiny_model_dir, out, rows_file, "--method", "full"))
     with pytest.raises(RunMismatchError, match=r"holds a different run \(method: 'lora' there, 'full' now\)"):
-        training.prepare_run(sg, targs, margs)
+        pipeline.prepare_run(sg, targs, margs)
     sg, targs, margs = parse_recipe_args(tiny_argv(tiny_model_dir, out, rows_file, "--task", "task190"))
     with pytest.raises(RunMismatchError, match="task: 'task199' there, 'task190' now"):
-        training.prepare_run(sg, targs, margs)
+        pipeline.prepare_run(sg, targs, margs)
     # The same run again is fine; another run with --overwrite_output_dir replaces it.
     sg, targs, margs = parse_recipe_args(tiny_argv(tiny_model_dir, out, rows_file))
-    training.prepare_run(sg, targs, margs)
+    pipeline.prepare_run(sg, targs, margs)
     argv = tiny_argv(tiny_model_dir, out, rows_file, "--method", "full", "--overwrite_output_dir", "true")
     sg, targs, margs = parse_recipe_args(argv)
-    training.prepare_run(sg, targs, margs)
-    assert not (out / "adapter_config.json").exists()
-    assert json.loads((out / training.MANIFEST_NAME).read_text())["method"] == "full"
+    pipeline.prepare_run(sg, targs, margs)
 
 
 def test_foreign_output_dir_is_refused(tmp_path: Path, tiny_model_dir: Path, rows_file: Path) -> None:
@@ -390,7 +394,7 @@ def test_foreign_output_dir_is_refused(tmp_path: Path, tiny_model_dir: Path, row
     (out / "config.json").write_text("{}")
     sg, targs, margs = parse_recipe_args(tiny_argv(tiny_model_dir, out, rows_file))
     with pytest.raises(RunMismatchError, match="not a self-guide run"):
-        training.prepare_run(sg, targs, margs)
+        pipeline.prepare_run(sg, targs, margs)
 
 
 def test_adapter_on_another_base_model_is_refused(
@@ -398,13 +402,11 @@ def test_adapter_on_another_base_model_is_refused(
 ) -> None:
     out = tmp_path / "run"
     run_recipe(tiny_argv(tiny_model_dir, out, rows_file))
-    training.check_adapter_base(out, str(tiny_model_dir))  # same base: fine
+    from selfguide_hf.models import weights_fingerprint
+
+    check_adapter_base(out, weights_fingerprint(tiny_model_dir), str(tiny_model_dir))  # same base: fine
     with pytest.raises(AdapterMismatchError, match="adapter trained on base model"):
-        training.check_adapter_base(out, str(other_model_dir))
-    # Without a manifest the adapter_config's base_model_name_or_path decides.
-    (out / training.MANIFEST_NAME).unlink()
-    with pytest.raises(AdapterMismatchError, match=re.escape(str(tiny_model_dir))):
-        training.check_adapter_base(out, str(other_model_dir))
+        check_adapter_base(out, weights_fingerprint(other_model_dir), str(other_model_dir))
 
 
 def test_resume_refuses_another_base_model(
@@ -412,27 +414,27 @@ def test_resume_refuses_another_base_model(
 ) -> None:
     out = tmp_path / "run"
     run_recipe(tiny_argv(tiny_model_dir, out, rows_file, "--save_strategy", "steps", "--save_steps", "1"))
-    assert training.last_complete_checkpoint(out).endswith("checkpoint-2")
+    assert last_complete_checkpoint(out).endswith("checkpoint-2")
     argv = tiny_argv(other_model_dir, out, rows_file, "--resume_from_checkpoint", str(out / "checkpoint-1"))
     sg, targs, margs = parse_recipe_args(argv)
     with pytest.raises((AdapterMismatchError, RunMismatchError), match="weights"):
-        training.prepare_run(sg, targs, margs)
+        pipeline.prepare_run(sg, targs, margs)
 
 
 def test_resume_needs_a_complete_checkpoint(tmp_path: Path, tiny_model_dir: Path, rows_file: Path) -> None:
     out = tmp_path / "run"
     (out / "checkpoint-7").mkdir(parents=True)  # killed while saving: no trainer_state.json
-    assert training.last_complete_checkpoint(out) is None
+    assert last_complete_checkpoint(out) is None
     sg, targs, margs = parse_recipe_args(
         tiny_argv(tiny_model_dir, out, rows_file, "--resume_from_checkpoint", "last")
     )
     with pytest.raises(TrainingConfigError, match="no checkpoint"):
-        training.prepare_run(sg, targs, margs)
+        pipeline.prepare_run(sg, targs, margs)
     sg, targs, margs = parse_recipe_args(
         tiny_argv(tiny_model_dir, out, rows_file, "--resume_from_checkpoint", str(out / "checkpoint-7"))
     )
     with pytest.raises(TrainingConfigError, match="incomplete checkpoint"):
-        training.prepare_run(sg, targs, margs)
+        pipeline.prepare_run(sg, targs, margs)
 
 
 def test_auto_cpu_threads(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -440,16 +442,16 @@ def test_auto_cpu_threads(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
-    assert training.auto_cpu_threads(1) == 4 and training.auto_cpu_threads(2) == 2
+    assert trainer.auto_cpu_threads(1) == 4 and trainer.auto_cpu_threads(2) == 2
     monkeypatch.setattr(os, "getloadavg", lambda: (6.0, 6.0, 6.0))  # other jobs saturate the cores
-    assert training.auto_cpu_threads(1) == 1
+    assert trainer.auto_cpu_threads(1) == 1
 
 
 def test_sanitized_command_drops_tokens() -> None:
     argv = ["--task", TASK, "--hub_token", "hf_secret", "--hub_token=hf_other", "--push_to_hub", "true"]
-    command = training.reproduce_command(argv)
+    command = sanitized_command(argv)
     assert "hf_secret" not in command and "hf_other" not in command
-    assert command == "accelerate launch recipes/sft.py --task task199 --push_to_hub true"
+    assert command == "--task task199 --push_to_hub true"
 
 
 def test_hub_token_is_kept_out_of_training_args(
@@ -459,8 +461,47 @@ def test_hub_token_is_kept_out_of_training_args(
     argv = tiny_argv(tiny_model_dir, tmp_path / "run", rows_file, "--push_to_hub", "true")
     argv += ["--hub_model_id", "me/tiny", "--hub_token", token]
     sg, targs, margs = parse_recipe_args(argv)
-    run = training.prepare_run(sg, targs, margs, argv)
+    run = pipeline.prepare_run(sg, targs, margs, argv)
     assert run.hub_token == token and run.push_adapter
     assert targs.hub_token is None and not targs.push_to_hub
     assert token not in run.command and token not in repr(run)
-    assert token not in (tmp_path / "run" / training.MANIFEST_NAME).read_text()
+    assert run.command.startswith("accelerate launch recipes/sft.py --task task199")
+
+
+# ------------------------------------------------------------ token identity
+@pytest.mark.parametrize("bos", ["llama3", "plain"])
+def test_training_tokens_are_the_evaluation_tokens(bos: str, tmp_path: Path) -> None:
+    """On tokenizers that add BOS, SFTTrainer trains on exactly the prompt ids evaluation generates from.
+
+    llama3: the chat template writes BOS and the tokenizer adds one by default (TRL given the
+    rendered string would train on two); plain: no chat template, the tokenizer adds BOS (evaluation
+    used to see none).
+    """
+    from transformers import AutoTokenizer
+
+    from selfguide_hf.generation import TransformersEngine
+    from tests.tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path / bos, bos=bos)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    bos_id = tokenizer.bos_token_id
+    assert tokenizer("x")["input_ids"][0] == bos_id  # the tokenizer adds BOS by default
+    spec = bundled_spec(TASK)
+    dataset = synthetic_rows(3)
+    argv = tiny_argv(model_dir, tmp_path / "out", tmp_path / "unused.jsonl", "--max_length", "4096")
+    _sg, targs, margs = parse_recipe_args(argv)
+    sft = trainer.to_sft_dataset(dataset, spec, tokenizer)
+    sft_trainer = trainer.make_trainer("lora", str(model_dir), margs, targs, sft, compact_lm_head=False)
+    engine = TransformersEngine(sft_trainer.model, tokenizer)
+    for row, source in zip(sft_trainer.train_dataset, dataset, strict=True):
+        prompt = render_task_prompt(spec, source["input"], tokenizer)
+        eval_ids = engine._encode([prompt])[0]  # what evaluation (and synthesis) decode from
+        ids, labels = row["input_ids"], row["labels"]
+        assert ids[: len(eval_ids)] == eval_ids
+        assert eval_ids[0] == bos_id and eval_ids.count(bos_id) == 1  # exactly one BOS, first
+        trained = [i for i, label in enumerate(labels) if label != -100]
+        assert trained == list(range(len(eval_ids), len(ids)))  # the loss covers the completion only
+        answer = tokenizer.decode(ids[len(eval_ids) :])
+        assert answer.lstrip().startswith(source["output"]) and answer.endswith(tokenizer.eos_token)
+        if bos == "llama3":  # what TRL would have trained on from the rendered string
+            assert tokenizer(prompt)["input_ids"][:2] == [bos_id, bos_id]

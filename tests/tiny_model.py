@@ -16,6 +16,14 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
+# A Llama-3-style template: it writes BOS itself, and the tokenizer adds BOS by default too.
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+LLAMA3_TOKENS = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 
 
 def _training_corpus() -> list[str]:
@@ -39,9 +47,12 @@ def build_tiny_model(
     vocab_size: int = 600,
     pad_token: bool = True,
     varied_outputs: bool = False,
+    bos: str | None = None,
 ) -> Path:
+    """``bos``: None (ChatML, no BOS added), ``"llama3"`` (Llama-3-style template, BOS added by the
+    tokenizer too) or ``"plain"`` (no chat template, BOS added: Vicuna-like)."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     out_dir = Path(out_dir)
@@ -51,19 +62,28 @@ def build_tiny_model(
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=SPECIAL_TOKENS + (LLAMA3_TOKENS if bos else []),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     bpe.train_from_iterator(_training_corpus(), trainer=trainer)
+    if bos:
+        bos_id = bpe.token_to_id("<|begin_of_text|>")
+        bpe.post_processor = processors.TemplateProcessing(
+            single="<|begin_of_text|> $A",
+            pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+            special_tokens=[("<|begin_of_text|>", bos_id)],
+        )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
+        bos_token="<|begin_of_text|>" if bos else "<|im_start|>",
+        eos_token="<|eot_id|>" if bos == "llama3" else "<|im_end|>",
         pad_token="<pad>" if pad_token else None,
         unk_token="<|endoftext|>",
     )
-    if chat_template:
+    if bos == "llama3":
+        tokenizer.chat_template = LLAMA3_TEMPLATE
+    elif chat_template and bos is None:
         tokenizer.chat_template = CHATML_TEMPLATE
     tokenizer.save_pretrained(str(out_dir))
 

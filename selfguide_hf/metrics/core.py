@@ -16,18 +16,18 @@ Classification (Natural Instructions exact match, as in SELF-GUIDE):
 Generation: word-level ROUGE-L F1 from ``rouge_score`` with the Porter stemmer, the
 best over the references of an example.
 
-This module imports nothing from the rest of the package and nothing heavy at import
-time (``rouge_score`` is imported on first use).
+Label extraction and normalisation come from `selfguide_hf.labels` (the same rules
+annotation and spec validation use); nothing else of the package is imported, and
+nothing heavy at import time (``rouge_score`` is imported on first use).
 """
 
 from __future__ import annotations
 
 import functools
-import re
-import string
-import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+from selfguide_hf import labels as labels_module
 
 __all__ = [
     "CITATION",
@@ -64,9 +64,6 @@ CITATION = """\
     pages = "74--81",
 }
 """
-
-_ASCII_PUNCTUATION = frozenset(string.punctuation)
-_WHITESPACE = re.compile(r"\s+")
 
 
 # --------------------------------------------------------------------------- inputs
@@ -123,42 +120,8 @@ def _check_corpus(predictions: Sequence[Any], references: Sequence[Any]) -> None
 
 
 def normalize_answer(text: str | None) -> str:
-    """Lowercase, delete punctuation, collapse whitespace, strip.
-
-    Punctuation is every ASCII ``string.punctuation`` character plus every Unicode
-    punctuation character (category P*, e.g. curly quotes). Characters are deleted,
-    not replaced by spaces, as in the Natural Instructions evaluation:
-    ``"Not-Entailment!"`` -> ``"notentailment"``.
-    """
-    text = _as_text(text, "text").lower()
-    text = "".join(
-        ch for ch in text if ch not in _ASCII_PUNCTUATION and not unicodedata.category(ch).startswith("P")
-    )
-    return _WHITESPACE.sub(" ", text).strip()
-
-
-@functools.lru_cache(maxsize=256)
-def _label_patterns(labels: tuple[str, ...]) -> tuple[tuple[str, re.Pattern[str]], ...]:
-    """One compiled pattern per distinct label (deduplicated case-insensitively)."""
-    patterns = []
-    seen = set()
-    for label in labels:
-        core = label.strip()
-        if not core:
-            continue
-        key = _WHITESPACE.sub(" ", core).casefold()
-        if key in seen:
-            continue
-        seen.add(key)
-        body = r"\s+".join(re.escape(part) for part in core.split())
-        # Word boundaries only where the label itself starts / ends with a word
-        # character: "E" must not match in "Entailment", "(A)" may follow a space
-        # or a colon.
-        left = r"(?<!\w)" if re.match(r"\w", core[0]) else ""
-        right = r"(?!\w)" if re.match(r"\w", core[-1]) else ""
-        # Zero-width lookahead so that overlapping occurrences are all found.
-        patterns.append((label, re.compile(rf"(?=({left}{body}{right}))", re.IGNORECASE)))
-    return tuple(patterns)
+    """The project's one answer normaliser (`selfguide_hf.labels.normalize_answer`); None is empty."""
+    return labels_module.normalize_answer(_as_text(text, "text"))
 
 
 def _as_labels(labels: Iterable[str] | None) -> tuple[str, ...]:
@@ -174,25 +137,12 @@ def _as_labels(labels: Iterable[str] | None) -> tuple[str, ...]:
 
 
 def extract_label(answer: str | None, labels: Iterable[str] | None) -> str | None:
-    """The label that ``answer`` names, spelled as in ``labels``; ``None`` if none.
+    """The label ``answer`` names (its last occurrence), spelled as in ``labels``; None if none.
 
-    The last occurrence wins (case-insensitive, on word boundaries, any whitespace
-    between the words of a multiword label). Of overlapping matches the one that
-    ends last wins, and of two that end at the same character the longer one.
+    The one label matcher of the project (`selfguide_hf.labels.extract_label`),
+    with the type checks a metric's inputs need.
     """
-    answer = _as_text(answer, "answer")
-    patterns = _label_patterns(_as_labels(labels))
-    if not answer or not patterns:
-        return None
-    best: tuple[int, int, int] | None = None  # (end, length, -label order)
-    best_label = None
-    for order, (label, pattern) in enumerate(patterns):
-        for match in pattern.finditer(answer):
-            start, end = match.span(1)
-            key = (end, end - start, -order)
-            if best is None or key > best:
-                best, best_label = key, label
-    return best_label
+    return labels_module.extract_label(_as_text(answer, "answer"), _as_labels(labels))
 
 
 def _exact_match_one(

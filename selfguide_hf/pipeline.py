@@ -1,0 +1,442 @@
+"""The one orchestrator of a SELF-GUIDE run, behind both `selfguide run` and `recipes/sft.py`.
+
+    prepare_run -> synthesize -> train -> evaluate (base, then tuned) -> report + card -> push
+
+The task is parsed and the model resolved and fingerprinted once, in
+`prepare_run`. Every stage is reused only on a full match of what it depends
+on (`run_dir`): the synthetic data through the `datasets` cache (keyed by the
+task, the weights, every synthesis parameter and the code), the adapter by
+its training identity, each evaluation by the model, the adapter, the rows
+and the evaluation code. When a stage is redone, the user is told which
+fields changed. Both fronts evaluate through `evaluation.evaluate_saved_model`
+and write the same report, so the same settings give the same numbers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selfguide_hf import publish
+from selfguide_hf.fingerprints import EVALUATION_SOURCES, TRAINING_SOURCES, hash_value, source_hash
+from selfguide_hf.methods import TrainingConfigError
+from selfguide_hf.models import (
+    ModelResolutionError,
+    base_model_id,
+    resolve_model,
+    weights_fingerprint,
+)
+from selfguide_hf.recipe_args import SelfGuideArguments
+from selfguide_hf.run_dir import (
+    MANIFEST_NAME,
+    RunMismatchError,
+    adapter_state,
+    check_adapter_base,
+    check_output_dir,
+    checkpoint_step,
+    clear_run,
+    file_digests,
+    read_manifest,
+    resume_checkpoint,
+    run_differences,
+    sanitized_command,
+    write_json_atomic,
+)
+from selfguide_hf.task import TaskSpec, TaskSpecError
+from selfguide_hf.trainer import TrainResult, load_dataset_file, set_cpu_threads, train_adapter
+
+logger = logging.getLogger(__name__)
+
+SYNTHETIC_DIR = "synthetic"
+EVAL_DIR = "eval"
+EVAL_NAME = "selfguide_eval.json"
+# SFTConfig fields that change the trained weights (the run identity); output, logging and Hub
+# settings are left out on purpose: they change no number.
+TRAINING_FIELDS: tuple[str, ...] = (
+    "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs",
+    "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
+    "max_grad_norm", "optim", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
+    "truncation_mode", "packing", "seed", "data_seed", "bf16", "fp16", "gradient_checkpointing",
+    "neftune_noise_alpha", "label_smoothing_factor", "completion_only_loss", "loss_type",
+)  # fmt: skip
+MODEL_FIELDS: tuple[str, ...] = (
+    "model_revision", "dtype", "attn_implementation", "lora_r", "lora_alpha", "lora_dropout",
+    "lora_target_modules", "lora_modules_to_save", "use_rslora", "use_dora", "load_in_4bit",
+    "bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage",
+)  # fmt: skip
+
+
+@dataclass
+class SelfGuideRun:
+    """Everything resolved once before any stage: the spec, the model folder and weights, the folders."""
+
+    args: SelfGuideArguments
+    training_args: Any
+    model_args: Any
+    spec: TaskSpec
+    model_path: str
+    weights: str
+    base_model_id: str
+    command: str
+    owns_output_dir: bool = False
+    hub_token: str | None = field(default=None, repr=False)
+    push_adapter: bool = False
+    hub_model_id: str | None = None
+    hub_private: bool | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def output_dir(self) -> Path:
+        """The adapter's folder."""
+        return Path(self.training_args.output_dir)
+
+    @property
+    def run_dir(self) -> Path:
+        """Report, evaluations and synthetic data."""
+        return Path(self.args.run_dir) if self.args.run_dir else self.output_dir
+
+    @property
+    def is_main_process(self) -> bool:
+        return bool(self.training_args.distributed_state.is_main_process)
+
+    @property
+    def synthesis_seed(self) -> int:
+        """--synthesis_seed, or the training --seed when unset."""
+        seed = self.args.synthesis_seed
+        return int(seed if seed is not None else self.training_args.seed)
+
+
+@dataclass
+class SyntheticData:
+    dataset: Any
+    funnel: dict[str, Any] | None
+    source: str
+    fingerprint: str
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+# ------------------------------------------------------------------ prepare
+def prepare_run(
+    sg_args: SelfGuideArguments,
+    training_args: Any,
+    model_args: Any,
+    argv: Sequence[str] | None = None,
+    *,
+    command_prefix: str = "accelerate launch recipes/sft.py",
+    owns_output_dir: bool = False,
+) -> SelfGuideRun:
+    """Resolve the task and the model once, check the output folder, keep the Hub token out of the arguments."""
+    if not sg_args.task:
+        raise TrainingConfigError(
+            "no task given: pass --task with a bundled task name (e.g. task199), a spec file or an NI task file"
+        )
+    try:
+        spec = TaskSpec.load(sg_args.task)
+    except TaskSpecError as exc:
+        raise TrainingConfigError(f"--task {sg_args.task}: {exc}") from exc
+    try:
+        model_path = resolve_model(sg_args.model)
+        weights = weights_fingerprint(model_path)
+    except ModelResolutionError as exc:
+        raise TrainingConfigError(f"--model {sg_args.model}: {exc}") from exc
+    # The trainer must not push (we push with our own card after training), and must not pickle
+    # the token into checkpoints (training_args.bin).
+    hub_token, push, hub_model_id = (
+        training_args.hub_token,
+        bool(training_args.push_to_hub),
+        training_args.hub_model_id,
+    )
+    if push and not hub_model_id:
+        raise TrainingConfigError("--push_to_hub needs --hub_model_id <user>/<name>")
+    training_args.hub_token = None
+    training_args.push_to_hub = False
+    run = SelfGuideRun(
+        args=sg_args,
+        training_args=training_args,
+        model_args=model_args,
+        spec=spec,
+        model_path=model_path,
+        weights=weights,
+        base_model_id=base_model_id(model_path, sg_args.model),
+        command=f"{command_prefix} {sanitized_command(list(sys.argv[1:] if argv is None else argv))}",
+        owns_output_dir=owns_output_dir,
+        hub_token=hub_token,
+        push_adapter=push,
+        hub_model_id=hub_model_id,
+        hub_private=training_args.hub_private_repo,
+    )
+    resume = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    if resume is not None:
+        saved = read_manifest(training_args.output_dir)
+        diffs = run_differences(saved, _run_keys(run)) if saved else []
+        if diffs:
+            raise RunMismatchError(
+                f"{training_args.output_dir}: cannot resume a different run ({'; '.join(diffs)})"
+            )
+        check_adapter_base(resume, weights, sg_args.model)
+    elif not owns_output_dir:
+        check_output_dir(training_args.output_dir, _run_keys(run), sg_args.overwrite_output_dir)
+    training_args.resume_from_checkpoint = resume
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or training_args.distributed_state.num_processes
+    if training_args.use_cpu:
+        set_cpu_threads(sg_args.torch_threads, local)
+    return run
+
+
+def _run_keys(run: SelfGuideRun) -> dict[str, Any]:
+    return {
+        "task": run.spec.name,
+        "task_fingerprint": run.spec.fingerprint(),
+        "weights_fingerprint": run.weights,
+        "method": run.args.method,
+    }
+
+
+# ---------------------------------------------------------------- synthesis
+def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
+    """The synthetic set through the builder (a cache hit when it exists), on every process.
+
+    Every process calls the builder, which splits generation across the
+    processes of a launch. The main process writes the rows and the funnel
+    once, to ``<run_dir>/synthetic/``.
+    """
+    from selfguide_hf.builder import build_selfguide_dataset, get_funnel
+
+    args = run.args
+    started = time.perf_counter()
+    if args.dataset_path:
+        dataset = load_dataset_file(args.dataset_path)
+        try:
+            funnel = get_funnel(dataset)
+        except ValueError:
+            funnel = None
+        source = f"file:{Path(args.dataset_path).name}"
+    else:
+        kwargs: dict[str, Any] = dict(args.synthesis or {})
+        preset = kwargs.pop("preset", "default")
+        if args.num_inputs is not None:
+            kwargs["num_inputs"] = args.num_inputs
+        if args.synthesis_cache_dir:
+            kwargs["cache_dir"] = args.synthesis_cache_dir
+        dataset = build_selfguide_dataset(
+            run.spec, model=run.args.model, seed=run.synthesis_seed, preset=preset, **kwargs
+        )
+        funnel, source = get_funnel(dataset), "builder"
+    rows = [{"input": r["input"], "output": r["output"]} for r in dataset]
+    data = SyntheticData(dataset, funnel, source, hash_value(rows))
+    if run.is_main_process:
+        out = run.run_dir / SYNTHETIC_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".train.jsonl.tmp"
+        dataset.to_json(str(tmp))
+        tmp.replace(out / "train.jsonl")
+        if funnel is not None:
+            write_json_atomic(out / "funnel.json", funnel)
+    run.timings["synthesis"] = time.perf_counter() - started
+    logger.info("synthetic dataset: %d rows", len(dataset))
+    return data
+
+
+# ----------------------------------------------------------------- training
+def training_identity(run: SelfGuideRun, data: SyntheticData) -> dict[str, Any]:
+    """Everything the trained weights depend on; any difference retrains."""
+    targs, margs = run.training_args, run.model_args
+
+    def plain(value: Any) -> Any:
+        value = getattr(value, "value", value)  # enums
+        return list(value) if isinstance(value, tuple) else value
+
+    return {
+        **_run_keys(run),
+        "synthetic_rows": data.fingerprint,
+        "training": {name: plain(getattr(targs, name, None)) for name in TRAINING_FIELDS},
+        "model": {name: plain(getattr(margs, name, None)) for name in MODEL_FIELDS},
+        "max_train_rows": run.args.max_train_rows,
+        "processes": targs.distributed_state.num_processes,
+        "code": source_hash(TRAINING_SOURCES),
+    }
+
+
+def _manifest(run: SelfGuideRun, data: SyntheticData, identity: dict[str, Any]) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        package_version = version("selfguide-hf")
+    except PackageNotFoundError:  # run from a source tree without installing
+        package_version = "unknown"
+    return {
+        **_run_keys(run),
+        "base_model": run.base_model_id,
+        "identity": identity,
+        "complete": False,
+        "num_inputs": run.args.num_inputs,
+        "synthesis_seed": run.synthesis_seed,
+        "synthesis": run.args.synthesis,
+        "synthetic_source": data.source,
+        "selfguide_hf_version": package_version,
+    }
+
+
+def train(run: SelfGuideRun, data: SyntheticData) -> TrainResult:
+    """Train the adapter, or reuse the finished one when nothing it depends on changed."""
+    started = time.perf_counter()
+    out = run.output_dir
+    identity = training_identity(run, data)
+    reusable, why = adapter_state(out, identity)
+    state = run.training_args.distributed_state
+    if reusable and not run.training_args.resume_from_checkpoint:
+        saved = read_manifest(out) or {}
+        _say(f"reusing the finished adapter in {out}")
+        run.timings["training"] = time.perf_counter() - started
+        return TrainResult(
+            out, saved.get("train_metrics", {}), saved.get("train_rows", 0), saved.get("train_tokens", 0), 0.0
+        )
+    resume = run.training_args.resume_from_checkpoint
+    if resume:
+        logger.info("resuming from %s (step %s)", resume, checkpoint_step(resume))
+    elif read_manifest(out) is not None:
+        _say(f"training the adapter in {out} again: " + "; ".join(why[:6]) + (" ..." if len(why) > 6 else ""))
+    manifest = _manifest(run, data, identity)
+    state.wait_for_everyone()  # everyone has read the folder before the main process changes it
+    if run.is_main_process:
+        if not run.training_args.resume_from_checkpoint:
+            clear_run(out, extra=(EVAL_NAME,))
+        write_json_atomic(out / MANIFEST_NAME, manifest)  # complete: false until the save succeeded
+    state.wait_for_everyone()
+    result = train_adapter(
+        run.args.method,
+        run.model_path,
+        run.model_args,
+        run.training_args,
+        run.spec,
+        data.dataset,
+        max_train_rows=run.args.max_train_rows,
+        compact_lm_head=run.args.compact_lm_head,
+    )
+    if run.is_main_process:
+        manifest.update(
+            complete=True,
+            files=file_digests(out),
+            train_rows=result.train_rows,
+            train_tokens=result.train_tokens,
+            train_metrics=result.metrics,
+        )
+        write_json_atomic(out / MANIFEST_NAME, manifest)
+    state.wait_for_everyone()
+    run.timings["training"] = time.perf_counter() - started
+    return result
+
+
+# --------------------------------------------------------------- evaluation
+def eval_rows(run: SelfGuideRun) -> list[dict[str, Any]]:
+    """The rows both models are scored on; read (and checked) before any stage runs."""
+    from selfguide_hf.evaluation import DEFAULT_MAX_EVAL, load_eval_rows
+
+    return load_eval_rows(
+        run.spec,
+        run.args.eval_file,
+        split=run.args.eval_split,
+        max_eval=run.args.eval_max_rows or DEFAULT_MAX_EVAL,
+    )
+
+
+def evaluation_key(run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None) -> dict[str, Any]:
+    """What a score depends on: base weights, adapter (identity and files), rows, evaluation code, batch."""
+    key: dict[str, Any] = {
+        "model": run.weights,
+        "task": run.spec.fingerprint(),
+        "rows": hash_value(rows),
+        "code": source_hash(EVALUATION_SOURCES),
+        "batch_size": run.args.eval_batch_size,
+        "adapter": None,
+    }
+    if adapter is not None:
+        manifest = read_manifest(adapter) or {}
+        key["adapter"] = {"identity": hash_value(manifest.get("identity")), "files": file_digests(adapter)}
+    return key
+
+
+def evaluate(
+    run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None, name: str
+) -> dict[str, Any]:
+    """Score the base model (``adapter=None``) or the tuned one, reusing a finished score with the same key."""
+    import json
+
+    from selfguide_hf.evaluation import evaluate_saved_model, write_predictions
+
+    started = time.perf_counter()
+    path = run.run_dir / EVAL_DIR / f"{name}.json"
+    key = evaluation_key(run, rows, adapter)
+    result: dict[str, Any] | None = None
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("key") == key:
+            _say(f"reusing the finished evaluation {path}")
+            result = saved["result"]
+    if result is None:
+        scored = evaluate_saved_model(
+            run.model_path, adapter, run.spec, rows, batch_size=run.args.eval_batch_size
+        )
+        write_predictions(run.run_dir / EVAL_DIR / f"{name}.predictions.jsonl", rows, scored.predictions)
+        result = scored.summary()
+        write_json_atomic(path, {"key": key, "result": result})
+    run.timings[f"{name.replace('_', '-')} evaluation"] = time.perf_counter() - started
+    return result
+
+
+# --------------------------------------------------------------------- all
+def run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Synthesize, train, evaluate (when asked), write the report and the card, push (when asked)."""
+    from selfguide_hf.report import build_report, write_report
+
+    if run.args.evaluate and rows is None:
+        rows = eval_rows(run)  # a bad eval file fails before synthesis
+    data = build_synthetic_dataset(run)
+    result = train(run, data)
+    report: dict[str, Any] | None = None
+    if run.args.evaluate:
+        state = run.training_args.distributed_state
+        if run.is_main_process:
+            assert rows is not None
+            baseline = evaluate(run, rows, None, "baseline")
+            tuned = evaluate(run, rows, run.output_dir, "self_guided")
+            report = build_report(
+                run.spec.name,
+                run.base_model_id,
+                run.spec.metric,
+                baseline,
+                tuned,
+                data.funnel,
+                run.timings,
+                extra={
+                    "method": run.args.method,
+                    "num_inputs": run.args.num_inputs,
+                    "adapter": run.output_dir.name,
+                },
+            )
+            write_report(report, run.run_dir)
+            split = Path(run.args.eval_file).name if run.args.eval_file else run.args.eval_split
+            write_json_atomic(
+                run.output_dir / EVAL_NAME, {"split": split, "before": baseline, "after": tuned}
+            )
+        state.wait_for_everyone()
+    if run.is_main_process:
+        publish.write_model_card(run, data, result, report)
+    if url := publish.push_run_dataset(run, data):
+        logger.info("dataset pushed: %s", url)
+    if url := publish.push_run_adapter(run, data, result, report):
+        logger.info("adapter pushed: %s", url)
+    run.training_args.distributed_state.wait_for_everyone()
+    return report or {}
