@@ -33,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cli() -> int:
     """Entry point that turns a user's mistake into one clear line instead of a traceback."""
     from selfguide_hf.evaluation import EvalDataError
+    from selfguide_hf.hub import HubPushError
     from selfguide_hf.methods import TrainingConfigError
     from selfguide_hf.synthesis import SynthesisError
     from selfguide_hf.task import TaskSpecError
@@ -40,10 +41,10 @@ def cli() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return main()
-    except (TrainingConfigError, TaskSpecError) as exc:
+    except (TrainingConfigError, TaskSpecError, EvalDataError) as exc:  # what the user gave
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except (SynthesisError, EvalDataError) as exc:  # the data, not the arguments
+    except (SynthesisError, HubPushError) as exc:  # what the run met: no data survived, the Hub refused
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -16,10 +16,12 @@ and removed once the dataset is written; ``datasets`` writes the data into an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
 
     task: Any = None
     model: str | None = None
+    revision: str | None = None  # of a Hub model; the cache is keyed by the commit it resolves to
     batch_size: int = 8  # sequences decoded together; part of the key (it changes the sampled stream)
     task_fingerprint: str = ""
     model_fingerprint: str = ""  # weights and tokenizer files (the chat template changes every prompt)
@@ -111,7 +114,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
         self.task_fingerprint = self.task_spec().fingerprint()
-        resolved = resolve_model(self.model)
+        resolved = resolve_model(self.model, self.revision)
         self.model_fingerprint = f"{weights_fingerprint(resolved)}-{tokenizer_fingerprint(resolved)}"
 
     def cache_key(self) -> str:
@@ -221,6 +224,35 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
             logger.info("selfguide: served from the cache %s", target)
             return super().download_and_prepare(output_dir, *args, **kwargs)
         state = process_state()
+        with self._synthesis_lock(state):
+            self._prepare_locked(state, output_dir, mode, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def _synthesis_lock(self, state: Any) -> Iterator[None]:
+        """One synthesis of a config at a time (main process): a second one stops with a clear line."""
+        from filelock import FileLock, Timeout
+
+        if not state.is_main_process:
+            yield
+            return
+        self.work_dir.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.work_dir) + ".lock", timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise RuntimeError(
+                f"another run holds the selfguide dataset cache {self.work_dir} (it is synthesizing the "
+                "same data); wait for it to finish, then load again for a cache hit"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+            Path(lock.lock_file).unlink(missing_ok=True)  # leave the cache folder as datasets made it
+
+    def _prepare_locked(
+        self, state: Any, output_dir: str | None, mode: DownloadMode, *args: Any, **kwargs: Any
+    ) -> None:
         if mode == DownloadMode.FORCE_REDOWNLOAD and state.is_main_process:
             shutil.rmtree(self.work_dir, ignore_errors=True)
         state.wait_for_everyone()
@@ -230,7 +262,7 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
             super().download_and_prepare(output_dir, *args, **kwargs)
             shutil.rmtree(self.work_dir, ignore_errors=True)
             print(self._result.funnel.format_table())
-            logger.info("selfguide: funnel saved in %s", target)
+            logger.info("selfguide: funnel saved in %s", output_dir or self._cache_dir)
         state.wait_for_everyone()
         if not state.is_main_process:
             kwargs["download_mode"] = DownloadMode.REUSE_DATASET_IF_EXISTS
@@ -262,7 +294,7 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
         from selfguide_hf.models import resolve_model
 
         spec = self.config.task_spec()
-        resolved = resolve_model(self.config.model)
+        resolved = resolve_model(self.config.model, self.config.revision)
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -18,6 +18,36 @@ logger = logging.getLogger("selfguide_hf")
 
 DEFAULT_NUM_INPUTS = 200
 DEFAULT_MAX_EVAL = 200
+# Synthesis parameters that have a flag of their own: `--synthesis-option KEY=...` names the flag.
+SYNTHESIS_KEYS_WITH_FLAGS: dict[str, str] = {
+    "task": "--task",
+    "model": "--model",
+    "preset": "--preset",
+    "seed": "--seed",
+    "num_inputs": "--num-inputs",
+    "cache_dir": "the HF_DATASETS_CACHE environment variable",
+}
+
+
+def _number(kind: type, low: float, inclusive: bool = True):
+    """An argparse type: a number of ``kind`` at least (or above) ``low``, refused with the value named."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if value < low or (value == low and not inclusive):
+            bound = f">= {low}" if inclusive else f"> {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = _number(int, 1)
+COUNT = _number(int, 0)
+POSITIVE_FLOAT = _number(float, 0, inclusive=False)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -27,11 +57,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, help="Hub id or local folder; default: the embedded SmolLM2-135M-Instruct"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=COUNT, default=0)
     parser.add_argument("--output-dir", type=Path, default=None, help="default: outputs/<task>")
     parser.add_argument(
         "--threads",
-        type=int,
+        type=POSITIVE_INT,
         default=None,
         help="torch CPU threads; default: every core, or 1 when other jobs already keep them busy",
     )
@@ -44,23 +74,35 @@ def _add_key_value_option(parser: argparse.ArgumentParser, flag: str, what: str,
 
 
 def _add_synthesis(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num-inputs", type=int, default=DEFAULT_NUM_INPUTS, help="raw inputs to synthesize")
+    parser.add_argument(
+        "--num-inputs", type=POSITIVE_INT, default=DEFAULT_NUM_INPUTS, help="raw inputs to synthesize"
+    )
     parser.add_argument("--preset", default="default", help="synthesis preset: default or paper")
     _add_key_value_option(parser, "--synthesis-option", "one synthesis parameter", "num_samples=5")
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", default="lora", choices=["lora", "qlora", "full"])
-    parser.add_argument("--epochs", type=float, default=None, help="default: the recipe's CPU default")
-    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument(
+        "--epochs", type=POSITIVE_FLOAT, default=None, help="default: the recipe's CPU default"
+    )
+    parser.add_argument("--learning-rate", type=POSITIVE_FLOAT, default=None)
     _add_key_value_option(parser, "--training-option", "one SFTConfig / ModelConfig setting", "lora_r=8")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="push the adapter with its model card")
+    parser.add_argument("--push-dataset", metavar="REPO_ID", help="push the synthetic dataset with its card")
+    parser.add_argument(
+        "--private",
+        action="store_true",
+        default=None,
+        help="create the pushed repositories private (default: public, the Hub's default)",
+    )
 
 
 def _add_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-file", type=Path, default=None, help="JSONL or CSV with input and output")
     parser.add_argument("--split", default="test", help="bundled split when no --eval-file (validation/test)")
-    parser.add_argument("--max-eval", type=int, default=DEFAULT_MAX_EVAL, help="rows to score (0 = all)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-eval", type=COUNT, default=DEFAULT_MAX_EVAL, help="rows to score (0 = all)")
+    parser.add_argument("--batch-size", type=POSITIVE_INT, default=8)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,7 +174,11 @@ def make_run(args: argparse.Namespace, argv: list[str]) -> Any:
     from selfguide_hf.recipe_args import cli_recipe_args
 
     run_dir = _run_dir(args, args.task)
-    synthesis = {"preset": args.preset, **parse_overrides(args.synthesis_option, "--synthesis-option")}
+    overrides = parse_overrides(args.synthesis_option, "--synthesis-option")
+    for key, flag in SYNTHESIS_KEYS_WITH_FLAGS.items():
+        if key in overrides:
+            raise ValueError(f"--synthesis-option {key}=...: give it with {flag}, not as a synthesis option")
+    synthesis = {"preset": args.preset, **overrides}
     max_eval = getattr(args, "max_eval", DEFAULT_MAX_EVAL)
     sg_args, training_args, model_args = cli_recipe_args(
         task=args.task,
@@ -149,6 +195,9 @@ def make_run(args: argparse.Namespace, argv: list[str]) -> Any:
         eval_split=getattr(args, "split", "test"),
         eval_max_rows=max_eval if max_eval else sys.maxsize,
         eval_batch_size=getattr(args, "batch_size", 8),
+        push_to_hub=getattr(args, "push_to_hub", None),
+        push_dataset=getattr(args, "push_dataset", None),
+        private=getattr(args, "private", None),
     )
     return prepare_run(
         sg_args, training_args, model_args, argv, command_prefix="selfguide", owns_output_dir=True
@@ -157,22 +206,27 @@ def make_run(args: argparse.Namespace, argv: list[str]) -> Any:
 
 # --------------------------------------------------------------- commands
 def cmd_synthesize(args: argparse.Namespace, argv: list[str]) -> None:
-    from selfguide_hf.pipeline import SYNTHETIC_DIR, build_synthetic_dataset
+    from selfguide_hf.pipeline import SYNTHETIC_DIR, build_synthetic_dataset, locked
 
     run = make_run(args, argv)
-    data = build_synthetic_dataset(run)
+    with locked(run):
+        data = build_synthetic_dataset(run)
     print(f"{len(data.dataset)} synthetic pairs -> {run.run_dir / SYNTHETIC_DIR / 'train.jsonl'}")
 
 
 def cmd_train(args: argparse.Namespace, argv: list[str]) -> None:
     """Train (or reuse) the adapter in <output-dir>/adapter."""
     from selfguide_hf import publish
-    from selfguide_hf.pipeline import build_synthetic_dataset, train
+    from selfguide_hf.pipeline import build_synthetic_dataset, locked, train
 
     run = make_run(args, argv)
-    data = build_synthetic_dataset(run)
-    result = train(run, data)
-    publish.write_model_card(run, data, result)
+    with locked(run):
+        data = build_synthetic_dataset(run)
+        result = train(run, data)
+        publish.write_model_card(run, data, result)
+        for url in (publish.push_run_dataset(run, data), publish.push_run_adapter(run, data, result)):
+            if url:
+                print(f"pushed: {url}")
     print(f"adapter -> {run.output_dir}")
 
 

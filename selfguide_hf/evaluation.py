@@ -88,6 +88,19 @@ def read_eval_file(path: Path, spec: TaskSpec) -> list[dict[str, Any]]:
     if not path.is_file():
         raise EvalDataError(f"{path}: no such eval file")
     suffix = path.suffix.lower()
+    try:
+        raw_rows = _read_rows(path, suffix)
+    except UnicodeDecodeError as exc:
+        raise EvalDataError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8"
+        ) from None
+    rows = [_validate_row(path, lineno, row, spec) for lineno, row in raw_rows]
+    if not rows:
+        raise EvalDataError(f"{path}: no rows")
+    return rows
+
+
+def _read_rows(path: Path, suffix: str) -> list[tuple[int, Any]]:
     if suffix in (".jsonl", ".json"):
         raw_rows = _read_jsonl(path)
     elif suffix in (".csv", ".tsv"):
@@ -99,10 +112,7 @@ def read_eval_file(path: Path, spec: TaskSpec) -> list[dict[str, Any]]:
             raw_rows = [(i + 2, dict(row)) for i, row in enumerate(reader)]
     else:
         raise EvalDataError(f"{path}: unsupported eval file type {suffix!r}; use .jsonl or .csv")
-    rows = [_validate_row(path, lineno, row, spec) for lineno, row in raw_rows]
-    if not rows:
-        raise EvalDataError(f"{path}: no rows")
-    return rows
+    return raw_rows
 
 
 def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
@@ -162,6 +172,46 @@ def answer_budget(spec: TaskSpec, tokenizer: Any, minimum: int = 16, maximum: in
     return max(minimum, min(maximum, 2 * longest + 8))
 
 
+def model_context(model_or_config: Any) -> int | None:
+    """The model's context length in tokens, when its config says."""
+    config = getattr(model_or_config, "config", model_or_config)
+    value = getattr(config, "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def check_prompts_fit(
+    spec: TaskSpec, rows: list[dict[str, Any]], tokenizer: Any, context: int | None
+) -> None:
+    """Refuse rows whose prompt plus answer budget overflows the model's context (never score them silently)."""
+    if not context or not rows:
+        return
+    budget = answer_budget(spec, tokenizer)
+    demos_only = len(
+        tokenizer(render_task_prompt(spec, "", tokenizer), add_special_tokens=False)["input_ids"]
+    )
+    if demos_only + budget > context:
+        raise EvalDataError(
+            f"task {spec.name}: the task prompt (instruction + demonstrations) is {demos_only} tokens; with "
+            f"{budget} for the answer it overflows the model's context of {context}; use fewer or shorter "
+            "demonstrations, or a model with a longer context"
+        )
+    over = []
+    for i, row in enumerate(rows):
+        used = len(
+            tokenizer(render_task_prompt(spec, row["input"], tokenizer), add_special_tokens=False)[
+                "input_ids"
+            ]
+        )
+        if used + budget > context:
+            over.append((i, used))
+    if over:
+        first, used = over[0]
+        raise EvalDataError(
+            f"task {spec.name}: {len(over)} eval row(s) do not fit the model's context of {context} tokens "
+            f"(row {first + 1}: a {used}-token prompt plus {budget} for the answer); shorten or remove them"
+        )
+
+
 def predict(
     engine: Any,
     spec: TaskSpec,
@@ -203,6 +253,7 @@ def evaluate_model(
     """
     if not rows:
         raise EvalDataError(f"task {spec.name}: nothing to evaluate (0 rows)")
+    check_prompts_fit(spec, rows, tokenizer, model_context(model) if model is not None else None)
     if engine is None:
         engine = TransformersEngine(model, tokenizer, batch_size=batch_size, show_progress=show_progress)
     predictions = predict(engine, spec, tokenizer, [row["input"] for row in rows], max_new_tokens)
@@ -230,7 +281,7 @@ def load_for_evaluation(model_path: str, adapter: str | os.PathLike[str] | None 
     one: that is how it is served), so every front scores a tuned model the
     same way. Damaged or missing adapter files fail with the file named.
     """
-    from selfguide_hf.models import ModelResolutionError, load_causal_lm
+    from selfguide_hf.models import load_causal_lm, load_error
 
     if adapter is None:
         return load_causal_lm(model_path)
@@ -246,10 +297,8 @@ def load_for_evaluation(model_path: str, adapter: str | os.PathLike[str] | None 
 
     try:
         model = PeftModel.from_pretrained(model, str(folder)).merge_and_unload()
-    except Exception as exc:  # e.g. SafetensorError on a truncated file (not an OSError): name the folder
-        raise ModelResolutionError(
-            f"{folder}: cannot load the adapter ({type(exc).__name__}: {exc})"
-        ) from exc
+    except Exception as exc:  # e.g. SafetensorError on a truncated file (not an OSError): name the file
+        raise load_error(str(folder), exc, what="the adapter") from exc
     model.eval()
     return model, tokenizer
 

@@ -85,6 +85,36 @@ def rewrite_adapter_base(
     return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
+TEXT_SUFFIXES = (".json", ".md", ".jinja", ".txt", ".model", "")
+
+
+def scrub_local_paths(files: dict[str, bytes], replacements: dict[str, str]) -> dict[str, bytes]:
+    """Replace every local path of ``replacements`` in the text files by its public form (longest first).
+
+    A pushed file must not tell the world where the run lived (home folder,
+    project folders, cache paths), and a base model named by a local folder is
+    useless to anyone else.
+    """
+    ordered = sorted(((k, v) for k, v in replacements.items() if len(k) > 1), key=lambda kv: -len(kv[0]))
+    scrubbed = {}
+    for name, data in files.items():
+        if Path(name).suffix in TEXT_SUFFIXES:
+            text = data.decode("utf-8", errors="surrogateescape")
+            for local, public in ordered:
+                text = text.replace(local, public)
+            data = text.encode("utf-8", errors="surrogateescape")
+        scrubbed[name] = data
+    return scrubbed
+
+
+def assert_paths_absent(files: dict[str, bytes], paths: Iterable[str]) -> None:
+    """Refuse to upload any file that still holds a local path (defence in depth)."""
+    needles = [p.encode("utf-8") for p in paths if len(p) > 1]
+    leaking = sorted(name for name, data in files.items() if any(n in data for n in needles))
+    if leaking:
+        raise HubPushError(f"refusing to push: local paths remain in {leaking}")
+
+
 def assert_token_absent(files: dict[str, bytes], token: str | None) -> None:
     """Refuse to upload any file that contains the token (defence in depth: nothing should)."""
     if not token:
@@ -100,27 +130,36 @@ def _commit(
     files: dict[str, bytes],
     *,
     repo_type: str,
-    token: str | None,
-    private: bool | None,
-    endpoint: str | None,
     commit_message: str,
+    token: str | None = None,
+    private: bool | None = None,
+    endpoint: str | None = None,
     revision: str | None = None,
+    local_paths: dict[str, str] | None = None,
 ) -> str:
+    """One commit of ``files`` (scrubbed of ``local_paths``, checked for the token) to a repository it creates if needed."""
     from huggingface_hub import CommitOperationAdd
 
+    if local_paths:
+        files = scrub_local_paths(files, local_paths)
+        assert_paths_absent(files, local_paths)
     assert_token_absent(files, token)
     api = _api(token, endpoint)
-    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
     operations = [
         CommitOperationAdd(path_in_repo=name, path_or_fileobj=data) for name, data in sorted(files.items())
     ]
-    info = api.create_commit(
-        repo_id,
-        operations,
-        commit_message=commit_message,
-        repo_type=repo_type,
-        revision=revision,
-    )
+    try:  # one commit: the repository gets every file or none
+        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        info = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=commit_message,
+            repo_type=repo_type,
+            revision=revision,
+        )
+    except Exception as exc:  # HTTP errors (auth, server), connection errors: one line, no traceback
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HubPushError(f"pushing to the {repo_type} repository {repo_id} failed: {first}") from exc
     logger.info("pushed %d file(s) to %s %s", len(files), repo_type, repo_id)
     return str(getattr(info, "commit_url", info))
 
@@ -153,24 +192,17 @@ def push_adapter(
     repo_id: str,
     card: str,
     *,
-    token: str | None = None,
-    private: bool | None = None,
-    endpoint: str | None = None,
     base_model_id: str | None = None,
     local_base_paths: Iterable[str] = (),
     commit_message: str = "Upload self-guide adapter",
+    **push: Any,
 ) -> str:
-    """Create (or reuse) a model repository and commit the adapter plus its model card; returns the commit URL."""
+    """Create (or reuse) a model repository and commit the adapter plus its model card; returns the commit URL.
+
+    ``push``: ``token``, ``private``, ``endpoint``, ``local_paths`` (see `_commit`).
+    """
     files = adapter_files(folder, card, base_model_id=base_model_id, local_base_paths=local_base_paths)
-    return _commit(
-        repo_id,
-        files,
-        repo_type="model",
-        token=token,
-        private=private,
-        endpoint=endpoint,
-        commit_message=commit_message,
-    )
+    return _commit(repo_id, files, repo_type="model", commit_message=commit_message, **push)
 
 
 def dataset_files(dataset: Any, card: str) -> dict[str, bytes]:
@@ -185,18 +217,12 @@ def push_dataset(
     repo_id: str,
     card: str,
     *,
-    token: str | None = None,
-    private: bool | None = None,
-    endpoint: str | None = None,
     commit_message: str = "Upload self-guide synthetic dataset",
+    **push: Any,
 ) -> str:
-    """Create (or reuse) a dataset repository and commit the rows plus the dataset card; returns the commit URL."""
-    return _commit(
-        repo_id,
-        dataset_files(dataset, card),
-        repo_type="dataset",
-        token=token,
-        private=private,
-        endpoint=endpoint,
-        commit_message=commit_message,
-    )
+    """Create (or reuse) a dataset repository and commit the rows plus the dataset card; returns the commit URL.
+
+    ``push``: ``token``, ``private``, ``endpoint``, ``local_paths`` (see `_commit`).
+    """
+    files = dataset_files(dataset, card)
+    return _commit(repo_id, files, repo_type="dataset", commit_message=commit_message, **push)

@@ -134,10 +134,10 @@ def _from_pretrained(model_path: str, model_args: Any, **kwargs: Any) -> Any:
             attn_implementation=model_args.attn_implementation,
             **kwargs,
         )
-    except OSError as exc:
-        raise TrainingConfigError(
-            f"cannot load model {model_path!r}: {exc}. Offline, pass a local folder or --model default."
-        ) from exc
+    except Exception as exc:  # SafetensorError on a damaged file is not an OSError
+        from selfguide_hf.models import load_error
+
+        raise TrainingConfigError(str(load_error(model_path, exc))) from exc
 
 
 def _device_map(training_args: Any) -> Any:

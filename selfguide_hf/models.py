@@ -48,14 +48,16 @@ def is_embedded(name: str | None) -> bool:
     return name is None or name.strip().lower() in EMBEDDED_ALIASES
 
 
-def resolve_model(name_or_path: str | os.PathLike[str] | None = None) -> str:
-    """Return something `from_pretrained` can load offline where possible.
+def resolve_model(name_or_path: str | os.PathLike[str] | None = None, revision: str | None = None) -> str:
+    """Return a local folder `from_pretrained` can load, where possible.
 
     - ``None`` / ``"default"`` / ``"embedded"``: the embedded SmolLM2 (converted on first use);
     - a local folder: its absolute path;
     - ``HuggingFaceTB/SmolLM2-135M-Instruct`` when it is not in the Hugging Face
       cache: the embedded copy of the same model (4-bit GGUF weights, dequantized);
-    - any other Hub id: returned unchanged, for transformers to fetch or find in its cache.
+    - any other Hub id: its snapshot folder at ``revision`` in the Hugging Face cache
+      (downloaded when the Hub is reachable), so caches are keyed by the commit, not the
+      name; the id unchanged when neither the cache nor the Hub has it.
     """
     if name_or_path is None or is_embedded(os.fspath(name_or_path)):
         return str(embedded_model_path())
@@ -72,7 +74,38 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None = None) -> str:
     if text == EMBEDDED_MODEL_ID and not _in_hf_cache(text):
         logger.info("%s is not in the Hugging Face cache; using the embedded copy", text)
         return str(embedded_model_path())
-    return text
+    return _hub_snapshot(text, revision) or text
+
+
+# What from_pretrained needs of a model repository (not its other checkpoints or formats).
+HUB_MODEL_PATTERNS = ("*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken")
+
+
+def _hub_snapshot(repo_id: str, revision: str | None) -> str | None:
+    """The local snapshot folder of ``repo_id`` at ``revision`` (the cache first; the Hub when online)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import HFValidationError
+
+    for local_only in (True, False):
+        try:
+            return snapshot_download(
+                repo_id,
+                revision=revision,
+                allow_patterns=list(HUB_MODEL_PATTERNS),
+                local_files_only=local_only,
+            )
+        except HFValidationError as exc:
+            raise ModelResolutionError(f"{repo_id}: not a model folder or Hub id ({exc})") from None
+        except Exception as exc:  # not cached / offline / not found: let from_pretrained report it
+            logger.debug("no snapshot of %s@%s (local_files_only=%s): %s", repo_id, revision, local_only, exc)
+    return None
+
+
+def hub_snapshot_id(path: Path) -> str | None:
+    """``org/name@commit`` for a folder inside the Hugging Face cache (…/models--org--name/snapshots/<commit>)."""
+    if path.parent.name == "snapshots" and path.parent.parent.name.startswith("models--"):
+        return f"{path.parent.parent.name[len('models--') :].replace('--', '/')}@{path.name}"
+    return None
 
 
 def _in_hf_cache(repo_id: str) -> bool:
@@ -104,21 +137,27 @@ def embedded_model_path() -> Path:
     target = cache_home() / "models" / EMBEDDED_FOLDER
     if (target / MARKER).is_file():
         return target
+    from filelock import FileLock
+
     gguf = _embedded_gguf()
     target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists():  # left by a killed conversion of an older version: not valid
-        shutil.rmtree(target, ignore_errors=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_FOLDER}.", dir=target.parent))
-    try:
-        logger.info("converting the embedded model %s into %s (once)", gguf.name, target)
-        _convert_gguf(gguf, work)
+    # One conversion at a time: a second process waits, then finds the folder ready.
+    with FileLock(str(target.parent / f".{EMBEDDED_FOLDER}.lock")):
+        if (target / MARKER).is_file():
+            return target
+        # What a killed conversion left: its temporary folder (~120 MB) and maybe an unmarked target.
+        for leftover in target.parent.glob(f".{EMBEDDED_FOLDER}.*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{EMBEDDED_FOLDER}.", dir=target.parent))
         try:
+            logger.info("converting the embedded model %s into %s (once)", gguf.name, target)
+            _convert_gguf(gguf, work)
             os.rename(work, target)
-        except OSError:
-            if not (target / MARKER).is_file():  # lost a race to a process that failed
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     return target
 
 
@@ -153,6 +192,9 @@ def weights_fingerprint(model: str | os.PathLike[str]) -> str:
     path = Path(os.fspath(model))
     if not path.is_dir():
         return "hub:" + hashlib.sha256(os.fspath(model).encode()).hexdigest()[:16]
+    snapshot = hub_snapshot_id(path)
+    if snapshot is not None:  # the commit names the content: no need to hash gigabytes
+        return "hub:" + snapshot
     marker = path / MARKER
     if marker.is_file():
         saved = json.loads(marker.read_text(encoding="utf-8")).get("fingerprint")
@@ -185,9 +227,45 @@ def base_model_id(model_path: str, given: str | None) -> str:
             return json.loads(marker.read_text(encoding="utf-8")).get("model_id") or EMBEDDED_MODEL_ID
         except (OSError, json.JSONDecodeError):
             return EMBEDDED_MODEL_ID
+    snapshot = hub_snapshot_id(Path(model_path))
+    if snapshot is not None:
+        return snapshot.split("@", 1)[0]
     if given and not is_embedded(given):
         return given
     return model_path
+
+
+def damaged_weight_file(folder: str | os.PathLike[str]) -> Path | None:
+    """The first ``*.safetensors`` file of ``folder`` whose header cannot be read (truncated, not safetensors)."""
+    from safetensors import safe_open
+
+    for path in sorted(Path(folder).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception:
+            return path
+    return None
+
+
+def load_error(folder: str, exc: Exception, what: str = "model") -> ModelResolutionError:
+    """One line naming the folder (and the damaged file, when one is) for a model that failed to load."""
+    damaged = damaged_weight_file(folder) if Path(folder).is_dir() else None
+    if damaged is not None:
+        fix = (
+            "delete the folder to convert it again"
+            if (Path(folder) / MARKER).is_file()
+            else "restore or re-save it"
+        )
+        return ModelResolutionError(
+            f"{damaged}: damaged or incomplete weight file ({type(exc).__name__}); {fix}"
+        )
+    hint = (
+        ""
+        if Path(folder).is_dir()
+        else " Offline, pass a local folder or use the embedded default (--model default)."
+    )
+    return ModelResolutionError(f"cannot load {what} from {folder}: {type(exc).__name__}: {exc}.{hint}")
 
 
 def load_causal_lm(name_or_path: str | None = None, dtype: Any = None, **kwargs: Any) -> tuple[Any, Any]:
@@ -198,11 +276,8 @@ def load_causal_lm(name_or_path: str | None = None, dtype: Any = None, **kwargs:
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype or "auto", **kwargs)
-    except OSError as exc:
-        raise ModelResolutionError(
-            f"cannot load model {name_or_path!r} (resolved to {resolved!r}): {exc}. "
-            "Offline, pass a local folder or use the embedded default (--model default)."
-        ) from exc
+    except Exception as exc:  # SafetensorError on a damaged file is not an OSError
+        raise load_error(resolved, exc, what=f"model {name_or_path or 'default'!r}") from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()

@@ -14,11 +14,12 @@ and write the same report, so the same settings give the same numbers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from selfguide_hf.run_dir import (
     checkpoint_step,
     clear_run,
     file_digests,
+    folder_lock,
     read_manifest,
     resume_checkpoint,
     run_differences,
@@ -144,7 +146,7 @@ def prepare_run(
     except TaskSpecError as exc:
         raise TrainingConfigError(f"--task {sg_args.task}: {exc}") from exc
     try:
-        model_path = resolve_model(sg_args.model)
+        model_path = resolve_model(sg_args.model, model_args.model_revision)
         weights = weights_fingerprint(model_path)
     except ModelResolutionError as exc:
         raise TrainingConfigError(f"--model {sg_args.model}: {exc}") from exc
@@ -186,10 +188,27 @@ def prepare_run(
     elif not owns_output_dir:
         check_output_dir(training_args.output_dir, _run_keys(run), sg_args.overwrite_output_dir)
     training_args.resume_from_checkpoint = resume
+    check_synthesis_settings(sg_args)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or training_args.distributed_state.num_processes
     if training_args.use_cpu:
         set_cpu_threads(sg_args.torch_threads, local)
     return run
+
+
+def check_synthesis_settings(sg_args: SelfGuideArguments) -> None:
+    """Every synthesis override is known and valid before the first generation (not after the manifest)."""
+    from selfguide_hf.synthesis_config import SynthesisConfig
+
+    if sg_args.dataset_path:
+        return
+    overrides = dict(sg_args.synthesis or {})
+    preset = overrides.pop("preset", "default")
+    if sg_args.num_inputs is not None:
+        overrides["num_inputs"] = sg_args.num_inputs
+    try:
+        SynthesisConfig.preset(preset, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise TrainingConfigError(f"synthesis: {exc}") from exc
 
 
 def _run_keys(run: SelfGuideRun) -> dict[str, Any]:
@@ -227,6 +246,8 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
             kwargs["num_inputs"] = args.num_inputs
         if args.synthesis_cache_dir:
             kwargs["cache_dir"] = args.synthesis_cache_dir
+        if run.model_args.model_revision not in (None, "main"):
+            kwargs["revision"] = run.model_args.model_revision
         dataset = build_selfguide_dataset(
             run.spec, model=run.args.model, seed=run.synthesis_seed, preset=preset, **kwargs
         )
@@ -349,6 +370,15 @@ def eval_rows(run: SelfGuideRun) -> list[dict[str, Any]]:
     )
 
 
+def check_rows_fit(run: SelfGuideRun, rows: list[dict[str, Any]]) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from selfguide_hf.evaluation import check_prompts_fit, model_context
+
+    tokenizer = AutoTokenizer.from_pretrained(run.model_path)
+    check_prompts_fit(run.spec, rows, tokenizer, model_context(AutoConfig.from_pretrained(run.model_path)))
+
+
 def evaluation_key(run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None) -> dict[str, Any]:
     """What a score depends on: base weights, adapter (identity and files), rows, evaluation code, batch."""
     key: dict[str, Any] = {
@@ -397,12 +427,28 @@ def evaluate(
 
 
 # --------------------------------------------------------------------- all
+@contextlib.contextmanager
+def locked(run: SelfGuideRun) -> Iterator[None]:
+    """The run folder is this process's for the block (the main process holds the lock)."""
+    if not run.is_main_process:
+        yield
+        return
+    with folder_lock(run.run_dir):
+        yield
+
+
 def run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Synthesize, train, evaluate (when asked), write the report and the card, push (when asked)."""
+    with locked(run):
+        return _run_all(run, rows)
+
+
+def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, Any]:
     from selfguide_hf.report import build_report, write_report
 
     if run.args.evaluate and rows is None:
-        rows = eval_rows(run)  # a bad eval file fails before synthesis
+        rows = eval_rows(run)  # a bad eval file, or rows over the context, fail before synthesis
+        check_rows_fit(run, rows)
     data = build_synthetic_dataset(run)
     result = train(run, data)
     report: dict[str, Any] | None = None
@@ -435,8 +481,8 @@ def run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None = None) -> dict
     if run.is_main_process:
         publish.write_model_card(run, data, result, report)
     if url := publish.push_run_dataset(run, data):
-        logger.info("dataset pushed: %s", url)
+        _say(f"dataset pushed: {url}")
     if url := publish.push_run_adapter(run, data, result, report):
-        logger.info("adapter pushed: %s", url)
+        _say(f"adapter pushed: {url}")
     run.training_args.distributed_state.wait_for_everyone()
     return report or {}

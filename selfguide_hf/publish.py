@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,48 @@ def write_model_card(
     return path
 
 
+def public_model_id(run: SelfGuideRun) -> str:
+    """The base model as others can name it: its Hub id; a plain local folder only by its folder name."""
+    name = run.base_model_id
+    if name.startswith(("/", "~", ".")) or (os.sep in name and Path(name).exists()):
+        logger.warning(
+            "the base model is the local folder %s; published files name it %r", name, Path(name).name
+        )
+        return Path(name).name
+    return name
+
+
+def local_paths(run: SelfGuideRun) -> dict[str, str]:
+    """Every local path a published file could carry, with what to write instead."""
+    model = public_model_id(run)
+    found: dict[str, str] = {run.model_path: model, str(Path(run.model_path).resolve()): model}
+    for folder in (run.output_dir, run.run_dir):
+        found[str(folder.resolve())] = folder.name
+    for given in (run.args.eval_file, run.args.dataset_path, run.args.synthesis_cache_dir, run.args.task):
+        if given and Path(given).exists():
+            found[str(Path(given).resolve())] = Path(given).name
+            if Path(given).is_absolute():
+                found[given] = Path(given).name
+    found[str(Path.cwd())] = "."
+    found[str(Path.home())] = "~"
+    return {local: public for local, public in found.items() if len(local) > 1}
+
+
+def public_command(run: SelfGuideRun) -> str:
+    """The reproduce command with local paths replaced by names (the model by its Hub id)."""
+    import shlex
+
+    paths = local_paths(run)
+    words = []
+    for word in shlex.split(run.command):
+        if word in paths:
+            word = paths[word]
+        elif word.startswith(("/", "~")):
+            word = Path(word).name
+        words.append(word)
+    return shlex.join(words)
+
+
 def card_info(
     run: SelfGuideRun, data: SyntheticData, result: TrainResult | None, report: dict[str, Any] | None = None
 ) -> CardInfo:
@@ -59,14 +102,14 @@ def card_info(
             training["train_loss"] = round(float(loss), 4)
     return CardInfo(
         spec=run.spec,
-        base_model=run.base_model_id,
+        base_model=public_model_id(run),
         method=run.args.method,
         manifest=read_manifest(run.output_dir) or {},
         training=training,
         synthesis=_synthesis_config(run, data),
         funnel=data.funnel,
         evaluation={"before": report["baseline"], "after": report["self_guided"]} if report else None,
-        command=run.command,
+        command=public_command(run),
         license=run.args.card_license or default_license(run.model_path, run.args.model),
         dataset_hub_id=run.args.dataset_hub_id if run.args.push_dataset else None,
         num_rows=len(data.dataset),
@@ -132,8 +175,9 @@ def push_run_adapter(
         model_card(info),
         token=run.hub_token,
         private=run.hub_private,
-        base_model_id=run.base_model_id,
+        base_model_id=public_model_id(run),
         local_base_paths=[run.model_path],
+        local_paths=local_paths(run),
     )
 
 
@@ -151,4 +195,5 @@ def push_run_dataset(run: SelfGuideRun, data: SyntheticData) -> str | None:
         dataset_card(info),
         token=run.hub_token,
         private=run.hub_private,
+        local_paths=local_paths(run),
     )

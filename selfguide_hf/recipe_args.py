@@ -232,6 +232,10 @@ def load_recipe_config(path: str | os.PathLike[str], parser: Any) -> dict[str, A
         raise TrainingConfigError(f"--config {path}: no such file")
     try:
         config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise TrainingConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         raise TrainingConfigError(f"{path}: malformed YAML: {exc}") from exc
     if config is None:
@@ -330,6 +334,7 @@ def apply_method_defaults(sg_args: SelfGuideArguments, training_args: Any, model
     targets = model_args.lora_target_modules
     if targets is None or (isinstance(targets, (list, tuple)) and list(targets) == [DEFAULT_TARGET_MODULES]):
         model_args.lora_target_modules = DEFAULT_TARGET_MODULES  # PEFT takes the keyword as a string only
+    check_training_values(training_args, model_args)
     # Rows come tokenized by trainer.to_sft_dataset (prompt ids = evaluation's): the loss must still
     # cover the completion only, which TRL infers only for untokenized prompt/completion rows.
     training_args.completion_only_loss = True
@@ -352,6 +357,9 @@ def cli_recipe_args(
     eval_split: str = "test",
     eval_max_rows: int | None = None,
     eval_batch_size: int = 8,
+    push_to_hub: str | None = None,
+    push_dataset: str | None = None,
+    private: bool | None = None,
 ) -> tuple[SelfGuideArguments, Any, Any]:
     """The recipe's three argument objects for the `selfguide` command, built from typed values.
 
@@ -364,9 +372,39 @@ def cli_recipe_args(
     values.update(eval_split=eval_split, eval_max_rows=eval_max_rows, eval_batch_size=eval_batch_size)
     values.update(eval_file=os.fspath(eval_file) if eval_file is not None else None)
     values.update(run_dir=os.fspath(run_dir), output_dir=os.fspath(output_dir))
+    if push_to_hub:
+        values.update(push_to_hub=True, hub_model_id=push_to_hub, hub_private_repo=private)
+    if push_dataset:
+        values.update(push_dataset=True, dataset_hub_id=push_dataset, hub_private_repo=private)
     try:  # the recipe's own parser: same fields, same checks, unknown keys refused
         sg_args, training_args, model_args = recipe_parser().parse_dict(values)
     except ValueError as exc:
         raise TrainingConfigError(str(exc)) from exc
     sg_args, model_args = reconcile_model_args(sg_args, model_args)
     return sg_args, apply_method_defaults(sg_args, training_args, model_args), model_args
+
+
+def check_training_values(training_args: Any, model_args: Any) -> None:
+    """Refuse settings that would train nothing or fail after synthesis, naming the key."""
+    max_steps = training_args.max_steps or 0
+    problems = []
+    if max_steps <= 0 and not training_args.num_train_epochs > 0:
+        problems.append(
+            f"num_train_epochs must be > 0 (or max_steps > 0), got {training_args.num_train_epochs}"
+        )
+    if not training_args.learning_rate > 0:
+        problems.append(f"learning_rate must be > 0, got {training_args.learning_rate}")
+    for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+        if getattr(training_args, name) < 1:
+            problems.append(f"{name} must be >= 1, got {getattr(training_args, name)}")
+    if training_args.max_length is not None and training_args.max_length < 16:
+        problems.append(f"max_length must be >= 16 tokens, got {training_args.max_length}")
+    if model_args.use_peft:
+        if model_args.lora_r < 1:
+            problems.append(f"lora_r must be >= 1, got {model_args.lora_r}")
+        if not model_args.lora_alpha > 0:
+            problems.append(f"lora_alpha must be > 0, got {model_args.lora_alpha}")
+        if not 0 <= model_args.lora_dropout < 1:
+            problems.append(f"lora_dropout must be in [0, 1), got {model_args.lora_dropout}")
+    if problems:
+        raise TrainingConfigError("; ".join(problems))

@@ -18,12 +18,13 @@ command owns its adapter folder and always retrains there.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +70,41 @@ class RunMismatchError(TrainingConfigError):
     """The output directory holds another run (other task, base model or method)."""
 
 
+class RunLockedError(TrainingConfigError):
+    """Another process is running in the same output folder."""
+
+
 class AdapterMismatchError(TrainingConfigError):
     """An adapter was trained on another base model than the one it is being loaded onto."""
+
+
+# ------------------------------------------------------------------ locks
+LOCK_NAME = ".selfguide.lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str], what: str = "run") -> Iterator[None]:
+    """Hold ``<folder>/.selfguide.lock`` for the whole block, or fail at once if another process holds it.
+
+    Two runs writing one folder would both work to the end and the last writer
+    would win, mixing their files; a lock makes the second one stop with a clear line.
+    """
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder / LOCK_NAME), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunLockedError(
+            f"{folder}: another {what} holds this folder (lock {folder / LOCK_NAME}); wait for it to "
+            "finish or choose another output folder"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # ------------------------------------------------------------------ files

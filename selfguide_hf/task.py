@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -34,6 +35,9 @@ DEFAULT_NOISE_STRINGS: tuple[str, ...] = ("input", "output", "\n\n", "\\_\\_")
 # small that recurs across the instances.
 MAX_LABELS = 10
 MAX_LABEL_CHARS = 40
+
+# A task name becomes a folder name (outputs/<task>): one path component, nothing that escapes.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 SPEC_FIELDS = frozenset(
     {"task", "name", "type", "metric", "instruction", "demonstrations", "labels", "noise_strings"}
@@ -82,6 +86,12 @@ class TaskSpec:
     def _validate(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip():
             raise self._fail("task", "must be a non-empty string")
+        if not SAFE_NAME.fullmatch(self.name) or ".." in self.name:
+            raise self._fail(
+                "task",
+                f"{self.name!r} is not a usable task name: it names the output folder, so it must be one "
+                "path component of letters, digits, '.', '_' and '-' (e.g. 'my_task')",
+            )
         if self.type not in TASK_TYPES:
             raise self._fail("type", f"must be one of {list(TASK_TYPES)}, got {self.type!r}")
         if not isinstance(self.instruction, str) or not self.instruction.strip():
@@ -167,7 +177,7 @@ class TaskSpec:
             )
         name = data.get("task", data.get("name"))
         if name is None:
-            name = Path(source).stem if source not in ("<dict>", "<python>") else None
+            name = safe_task_name(Path(source).stem) if source not in ("<dict>", "<python>") else None
         if not isinstance(name, str) or not name.strip():
             raise TaskSpecError(f"{source}: field 'task': must be a non-empty string")
         task_type = data.get("type")
@@ -269,7 +279,7 @@ class TaskSpec:
         outputs.extend(str(ex.get("output", "")) for ex in positives if isinstance(ex, dict))
         labels = infer_label_set(outputs)
         if name is None:
-            name = _ni_short_name(Path(source)) if source != "<ni>" else "ni_task"
+            name = safe_task_name(_ni_short_name(Path(source))) if source != "<ni>" else "ni_task"
         task_type: TaskType = "classification" if labels else "generation"
         if labels:
             # Demonstrations may use another casing than the majority spelling.
@@ -300,6 +310,12 @@ class TaskSpec:
         if path.suffix.lower() in (".json", ".yaml", ".yml") or os.sep in text:
             raise TaskSpecError(f"{text}: no such file")
         return bundled_spec(text)
+
+
+def safe_task_name(stem: str) -> str:
+    """A file name turned into a task name (unsafe characters become '_'), when the spec names none."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._-").replace("..", "_")
+    return name[:100] or "task"
 
 
 def infer_label_set(outputs: list[str]) -> list[str] | None:

@@ -27,6 +27,7 @@ class FakeHubState:
     unexpected: list[tuple[str, str]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
+    fail_commits: int | None = None  # answer every commit with this HTTP status (a server or auth error)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -98,6 +99,9 @@ class _Handler(BaseHTTPRequestHandler):
                         ]
                     },
                 )
+                return
+            if self.state.fail_commits is not None:
+                self._reply(self.state.fail_commits, {"error": "fake hub: commit refused"})
                 return
             for line in body.splitlines():
                 item = json.loads(line)

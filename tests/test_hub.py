@@ -64,7 +64,7 @@ def test_push_adapter_and_dataset(fake_hub: FakeHub, trained_run, caplog: pytest
     # The local path of the base model is rewritten to a loadable name only when it is local cache;
     # here the tiny model is a local folder given explicitly, so it stays as given.
     adapter_config = json.loads(files["adapter_config.json"])
-    assert adapter_config["base_model_name_or_path"] == run.base_model_id
+    assert adapter_config["base_model_name_or_path"] == publish.public_model_id(run)
 
     data_files = fake_hub.files("me/tiny-selfguide-data", "dataset")
     assert set(data_files) == {hub.DATASET_FILE, "README.md"}
@@ -168,3 +168,64 @@ def test_dataset_card_content() -> None:
 
 def test_synthetic_rows_helper_has_builder_columns() -> None:
     assert {"input", "output", "round", "vote_share", "num_agreeing"} <= set(synthetic_rows(2).column_names)
+
+
+# ----------------------------------------------------- what a real push leaks
+@pytest.fixture(scope="module")
+def hub_copy_of_model(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model as a local copy of a Hub model (the marker the embedded model's conversion writes)."""
+    import shutil
+
+    from selfguide_hf.models import EMBEDDED_MODEL_ID, MARKER
+
+    out = tmp_path_factory.mktemp("home") / "models" / "copy-of-smollm2"
+    shutil.copytree(tiny_model_dir, out)
+    (out / MARKER).write_text(json.dumps({"model_id": EMBEDDED_MODEL_ID}))
+    return out
+
+
+def test_pushed_files_carry_no_local_path(
+    fake_hub: FakeHub, hub_copy_of_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`selfguide run --push-to-hub --push-dataset`: nothing pushed names a local path; the base model is its Hub id."""
+    from selfguide_hf import cli
+    from tests.test_cli import run_args
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    out = tmp_path / "work" / "run"
+    args = run_args(hub_copy_of_model, out, "--push-to-hub", "me/pushed", "--push-dataset", "me/pushed-data")
+    assert cli.main([*args, "--private"]) == 0
+    model_files = fake_hub.files("me/pushed")
+    data_files = fake_hub.files("me/pushed-data", "dataset")
+    assert {"adapter_model.safetensors", "adapter_config.json", "README.md", MANIFEST_NAME} <= set(
+        model_files
+    )
+    assert {"README.md", hub.DATASET_FILE} <= set(data_files)
+    local = [str(tmp_path), str(hub_copy_of_model), str(Path.home()), str(Path.cwd()), str(out.resolve())]
+    for name, data in [*model_files.items(), *data_files.items()]:
+        for path in local:
+            assert path.encode() not in data, f"{name} holds the local path {path}"
+        assert TOKEN.encode() not in data
+    adapter_config = json.loads(model_files["adapter_config.json"])
+    assert adapter_config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in model_files["README.md"].decode()
+    assert json.loads(model_files[MANIFEST_NAME])["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert [p.get("visibility") for p in fake_hub.state.repos.values()] == ["private", "private"]
+
+
+def test_a_failed_push_is_one_clear_line(
+    fake_hub: FakeHub, hub_copy_of_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from selfguide_hf import cli
+    from tests.test_cli import run_args
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    fake_hub.state.fail_commits = 500
+    args = run_args(hub_copy_of_model, tmp_path / "run", "--push-to-hub", "me/broken")
+    assert cli.main(args) == 2
+    captured = capsys.readouterr()
+    err = [line for line in captured.err.splitlines() if "error" in line]
+    assert len(err) == 1 and "pushing to the model repository me/broken failed" in err[0]
+    assert "Traceback" not in captured.err and "adapter pushed" not in captured.out
+    assert fake_hub.files("me/broken") == {}

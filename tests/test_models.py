@@ -64,7 +64,7 @@ def test_interrupted_conversion_leaves_no_valid_folder(monkeypatch, tmp_path):
         resolve_model(None)
     model_root = tmp_path / "models"
     assert not (model_root / models.EMBEDDED_FOLDER).exists()
-    assert list(model_root.iterdir()) == []  # the temporary folder is gone too
+    assert [p for p in model_root.iterdir() if p.suffix != ".lock"] == []  # the temporary folder is gone too
 
     def converts(gguf, out):
         (out / "config.json").write_text("{}")
@@ -93,3 +93,46 @@ def test_embedded_model_answers_a_bundled_prompt():
     assert answer.strip(), "the embedded model gave an empty answer"
     # It answered the demonstration it was shown, so it should repeat its label.
     assert answer.strip().lower().startswith(spec.demonstrations[0].output.lower())
+
+
+def test_a_killed_conversion_leaves_nothing_behind(tmp_path, monkeypatch) -> None:
+    """The temporary folder of a conversion that was killed is removed by the next one (conversion faked)."""
+    from selfguide_hf import models
+
+    monkeypatch.setenv("SELFGUIDE_HOME", str(tmp_path))
+    folder = tmp_path / "models"
+    leftover = folder / f".{models.EMBEDDED_FOLDER}.abc123"
+    (leftover / "sub").mkdir(parents=True)
+    (leftover / "model.safetensors").write_bytes(b"x" * 1000)
+    monkeypatch.setattr(models, "_embedded_gguf", lambda: tmp_path / "fake.gguf")
+
+    def convert(gguf, out):
+        (out / models.MARKER).write_text("{}")
+
+    monkeypatch.setattr(models, "_convert_gguf", convert)
+    target = models.embedded_model_path()
+    assert (target / models.MARKER).is_file()
+    assert sorted(p.name for p in folder.iterdir() if p.is_dir()) == [models.EMBEDDED_FOLDER]
+
+
+def test_a_hub_model_resolves_to_its_cached_commit(tiny_model_dir, tmp_path, monkeypatch) -> None:
+    """A Hub id is keyed by the commit it resolves to, and a revision reaches the resolution."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from selfguide_hf.models import base_model_id, resolve_model, weights_fingerprint
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--someorg--tiny"
+    commits = {"main": "a" * 40, "v2": "b" * 40}
+    for ref, sha in commits.items():
+        shutil.copytree(tiny_model_dir, repo / "snapshots" / sha)
+        (repo / "refs").mkdir(parents=True, exist_ok=True)
+        (repo / "refs" / ref).write_text(sha)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    main, v2 = resolve_model("someorg/tiny"), resolve_model("someorg/tiny", revision="v2")
+    assert main.endswith("a" * 40) and v2.endswith("b" * 40)
+    assert weights_fingerprint(main) == "hub:someorg/tiny@" + "a" * 40
+    assert weights_fingerprint(v2) != weights_fingerprint(main)
+    assert base_model_id(v2, "someorg/tiny") == "someorg/tiny"
