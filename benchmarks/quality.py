@@ -6,9 +6,12 @@
 Each task runs `selfguide run` in its own process (so a crash or an OOM in one
 task loses nothing else, and a rerun reuses every finished synthesis, adapter
 and evaluation through the CLI's caches). The per-task table — baseline,
-self-guided, delta, majority-class rate, synthetic pairs kept, minutes — is
-printed as markdown, saved as JSON, and with ``--update-docs`` written into
-docs/BENCHMARKS.md between the ``quality`` markers.
+self-guided, delta with its 95 % interval (paired bootstrap over the rows) and
+verdict, the trivial baseline (majority class or copy-the-input) and whether
+each model beats it, the share of answers that are labels (or copy the input),
+synthetic pairs kept, minutes — is printed as markdown, saved as JSON, and with
+``--update-docs`` written into docs/BENCHMARKS.md between the ``quality`` markers.
+Per group (classification, generation): the means and how many tasks improved.
 """
 
 from __future__ import annotations
@@ -74,12 +77,25 @@ def row_of(report: dict[str, Any]) -> dict[str, Any]:
         return {"task": report["task"], "error": report["error"], "minutes": round(report["minutes"], 1)}
     base, tuned = report.get("baseline") or {}, report.get("self_guided") or {}
     funnel = report.get("funnel") or {}
+    interval = report.get("interval") or {}
+    trivial = report.get("trivial_baseline") or {}
+    share = "label_share" if base.get("label_share") is not None else "copy_share"
     return {
         "task": report["task"],
         "metric": report["metric"],
         "baseline": base.get("score"),
         "self_guided": tuned.get("score"),
         "delta": report.get("delta"),
+        "low": interval.get("low"),
+        "high": interval.get("high"),
+        "verdict": report.get("verdict"),
+        "trivial": trivial.get("score", base.get("majority_rate")),
+        "trivial_name": trivial.get(
+            "name", "majority-class" if base.get("majority_rate") is not None else None
+        ),
+        "share_kind": "labels" if share == "label_share" else "copies",
+        "baseline_share": base.get(share),
+        "self_guided_share": tuned.get(share),
         "majority_rate": base.get("majority_rate"),
         "num_eval": base.get("num_examples"),
         "kept": funnel.get("kept"),
@@ -104,9 +120,18 @@ def averages(rows: list[dict[str, Any]], metric: str) -> dict[str, float] | None
     mean = lambda key: sum(r[key] for r in done) / len(done)  # noqa: E731
     out = {"tasks": len(done), "baseline": mean("baseline"), "self_guided": mean("self_guided")}
     out["delta"] = out["self_guided"] - out["baseline"]
-    if all(r["majority_rate"] is not None for r in done):
-        out["majority_rate"] = mean("majority_rate")
+    if all(r.get("trivial") is not None for r in done):
+        out["trivial"] = mean("trivial")
+    out["improved"] = sum(r.get("verdict") == "improved" for r in done)
+    out["worse"] = sum(r.get("verdict") == "worse" for r in done)
+    out["above_trivial"] = sum(r.get("trivial") is not None and r["self_guided"] > r["trivial"] for r in done)
     return out
+
+
+def _versus(score: float | None, trivial: float | None) -> str:
+    if score is None or trivial is None:
+        return "-"
+    return "above" if score > trivial else ("at" if score == trivial else "below")
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -115,23 +140,34 @@ def markdown(results: dict[str, Any]) -> str:
         f"`{results['command']}` — {results['date']}, {results['machine']}"
         + ("." if results.get("report_only") else f", load average at start {results['load_average']}."),
         "",
-        "| task | metric | few-shot | self-guided | delta | majority rate | pairs kept / raw | eval n | minutes |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| task | metric | few-shot | self-guided | delta (95 % CI) | verdict | trivial baseline | "
+        "few-shot / self-guided vs trivial | labels or copies, % (few-shot / self-guided) | pairs kept / raw | "
+        "eval n | minutes |",
+        "|---|---|---:|---:|---:|---|---:|---|---:|---:|---:|---:|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['task']} | failed: {r['error']} | | | | | | | {r['minutes']} |")
+            lines.append(f"| {r['task']} | failed: {r['error']} | | | | | | | | | | {r['minutes']} |")
             continue
+        interval = (
+            f" ({_signed(r.get('low'))} to {_signed(r.get('high'))})" if r.get("low") is not None else ""
+        )
+        trivial = f"{_fmt(r.get('trivial'))} {r.get('trivial_name') or ''}".strip()
+        versus = f"{_versus(r['baseline'], r.get('trivial'))} / {_versus(r['self_guided'], r.get('trivial'))}"
+        shares = (
+            f"{r.get('share_kind', '')}: {_fmt(r.get('baseline_share'))} / {_fmt(r.get('self_guided_share'))}"
+        )
         lines.append(
             f"| {r['task']} | {r['metric']} | {_fmt(r['baseline'])} | {_fmt(r['self_guided'])} | "
-            f"{_signed(r['delta'])} | {_fmt(r['majority_rate'])} | "
+            f"{_signed(r['delta'])}{interval} | {r.get('verdict') or '-'} | {trivial} | {versus} | {shares} | "
             f"{r['kept']} / {r['raw']} | {r['num_eval']} | {r['minutes']} |"
         )
     for metric, avg in results["averages"].items():
         if avg:
             lines.append(
                 f"| **mean of {avg['tasks']} ({metric})** | {metric} | {avg['baseline']:.1f} | "
-                f"{avg['self_guided']:.1f} | {avg['delta']:+.1f} | {_fmt(avg.get('majority_rate'))} | | | |"
+                f"{avg['self_guided']:.1f} | {avg['delta']:+.1f} | {avg['improved']} improved, {avg['worse']} worse | "
+                f"{_fmt(avg.get('trivial'))} | self-guided above it on {avg['above_trivial']} of {avg['tasks']} | | | | |"
             )
     return "\n".join(lines)
 

@@ -30,7 +30,7 @@ import datasets
 from datasets import DownloadMode
 
 from selfguide_hf.distributed import process_state
-from selfguide_hf.funnel import FUNNEL_JSON, Funnel
+from selfguide_hf.funnel import FUNNEL_JSON, Funnel, shortfall
 from selfguide_hf.hub_hook import DATASET_NAME, code_hash
 from selfguide_hf.synthesis import SynthesisResult, synthesize
 from selfguide_hf.synthesis_config import PRESETS, SynthesisConfig
@@ -79,6 +79,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
     model: str | None = None
     revision: str | None = None  # of a Hub model; the cache is keyed by the commit it resolves to
     batch_size: int = 8  # sequences decoded together; part of the key (it changes the sampled stream)
+    min_pairs: int = 16  # fewer rows (or a label with < 2) is logged as a warning; not part of the key
     task_fingerprint: str = ""
     model_fingerprint: str = ""  # weights and tokenizer files (the chat template changes every prompt)
 
@@ -200,6 +201,25 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
         super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------ datasets API
+    def as_dataset(self, *args: Any, **kwargs: Any) -> Any:
+        """The split, with a warning when it is too small to train on (pipeline runs stop there instead)."""
+        dataset = super().as_dataset(*args, **kwargs)
+        split = dataset.get("train") if isinstance(dataset, datasets.DatasetDict) else dataset
+        if isinstance(split, datasets.Dataset):
+            try:
+                funnel = get_funnel(split)
+            except ValueError:
+                funnel = None
+            spec = self.config.task_spec()
+            facts = shortfall(list(split["output"]), spec.labels, self.config.min_pairs, funnel)
+            if facts is not None:
+                logger.warning(
+                    "selfguide %s: %s; more num_inputs would help (the rows so far stay cached)",
+                    spec.name,
+                    facts,
+                )
+        return dataset
+
     def _info(self) -> datasets.DatasetInfo:
         return datasets.DatasetInfo(description="SELF-GUIDE synthetic task data", features=FEATURES)
 

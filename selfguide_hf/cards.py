@@ -213,8 +213,14 @@ def _score_rows(scores: Any) -> dict[str, Any]:
         isinstance(scores, dict) and "score" in scores and "metric" in scores
     ):  # an evaluation.EvalResult summary
         rows = {str(scores["metric"]): scores["score"], "examples": scores.get("num_examples")}
-        if scores.get("majority_rate") is not None:
+        trivial = scores.get("trivial_baseline") or {}
+        if trivial:
+            rows[f"{trivial['name']} score (trivial baseline)"] = trivial["score"]
+        elif scores.get("majority_rate") is not None:
             rows["majority-class rate"] = scores["majority_rate"]
+        rows["answers that are labels (%)"] = scores.get("label_share")
+        rows["exact match among them"] = scores.get("label_exact_match")
+        rows["answers copying the input (%)"] = scores.get("copy_share")
         return {k: v for k, v in rows.items() if v is not None}
     if isinstance(scores, dict):
         return {
@@ -237,10 +243,18 @@ def evaluation_text(evaluation: dict[str, Any] | None) -> str:
     if not names:
         return "_Evaluation ran but returned no numeric scores._"
     split = evaluation.get("split", "test")
-    lines = [f"On the task's `{split}` split, greedy decoding with the training prompt.", ""]
+    lines = [f"**{evaluation['verdict_sentence']}.**", ""] if evaluation.get("verdict_sentence") else []
+    lines += [f"On the task's `{split}` split, greedy decoding with the training prompt.", ""]
     lines += ["| metric | base model | this adapter |", "|---|---|---|"]
     for name in names:
         lines.append(f"| {_cell(name)} | {_cell(before.get(name, '–'))} | {_cell(after.get(name, '–'))} |")
+    interval = evaluation.get("interval")
+    if interval:
+        lines += [
+            "",
+            f"Delta {interval['delta']:+.2f}, {round(100 * interval['level'])} % interval {interval['low']:+.2f} to "
+            f"{interval['high']:+.2f} (paired bootstrap over the {interval['rows']} rows, {interval['resamples']} resamples).",
+        ]
     return "\n".join(lines)
 
 

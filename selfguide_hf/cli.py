@@ -79,6 +79,12 @@ def _add_synthesis(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--preset", default="default", help="synthesis preset: default or paper")
     _add_key_value_option(parser, "--synthesis-option", "one synthesis parameter", "num_samples=5")
+    parser.add_argument(
+        "--min-pairs",
+        type=POSITIVE_INT,
+        default=16,
+        help="stop before training when fewer synthetic pairs survive (or a label has < 2); 1 trains anyway",
+    )
 
 
 def _add_training(parser: argparse.ArgumentParser) -> None:
@@ -195,12 +201,19 @@ def make_run(args: argparse.Namespace, argv: list[str]) -> Any:
         eval_split=getattr(args, "split", "test"),
         eval_max_rows=max_eval if max_eval else sys.maxsize,
         eval_batch_size=getattr(args, "batch_size", 8),
+        min_pairs=args.min_pairs,
         push_to_hub=getattr(args, "push_to_hub", None),
         push_dataset=getattr(args, "push_dataset", None),
         private=getattr(args, "private", None),
     )
     return prepare_run(
-        sg_args, training_args, model_args, argv, command_prefix="selfguide", owns_output_dir=True
+        sg_args,
+        training_args,
+        model_args,
+        argv,
+        command_prefix="selfguide",
+        owns_output_dir=True,
+        cli_flags=True,
     )
 
 
@@ -217,11 +230,12 @@ def cmd_synthesize(args: argparse.Namespace, argv: list[str]) -> None:
 def cmd_train(args: argparse.Namespace, argv: list[str]) -> None:
     """Train (or reuse) the adapter in <output-dir>/adapter."""
     from selfguide_hf import publish
-    from selfguide_hf.pipeline import build_synthetic_dataset, locked, train
+    from selfguide_hf.pipeline import build_synthetic_dataset, check_enough_data, locked, train
 
     run = make_run(args, argv)
     with locked(run):
         data = build_synthetic_dataset(run)
+        check_enough_data(run, data)
         result = train(run, data)
         publish.write_model_card(run, data, result)
         for url in (publish.push_run_dataset(run, data), publish.push_run_adapter(run, data, result)):
@@ -264,6 +278,8 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> None:
     print()
     print(format_table(report))
     print(f"\nreport: {run.run_dir / REPORT_MD}  figure: {run.run_dir / REPORT_PNG}")
+    if report.get("verdict_sentence"):
+        print(f"\n{report['verdict_sentence']}.")
 
 
 COMMANDS = {"synthesize": cmd_synthesize, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run}

@@ -45,6 +45,14 @@ class EvalResult:
     majority_label: str | None = None
     predictions: list[str] = field(default_factory=list)
     prediction_counts: dict[str, int] = field(default_factory=dict)
+    row_scores: list[float] = field(default_factory=list)  # per row, for the paired bootstrap
+    # Format vs task: classification: % of answers naming a label, and exact match among those;
+    # generation: % of answers that copy the input verbatim.
+    label_share: float | None = None
+    label_exact_match: float | None = None
+    copy_share: float | None = None
+    # The score of a rule with no model: always the majority class, or the input copied as the answer.
+    trivial_baseline: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -264,13 +272,40 @@ def evaluate_model(
         score=float(scored[spec.metric]),
         num_examples=len(rows),
         predictions=predictions,
+        row_scores=[float(x) for x in scored["scores"]],
     )
     if spec.is_classification:
         result.majority_label, result.majority_rate = majority_class(rows)
         extracted = scored.get("extracted_predictions", predictions)
         result.prediction_counts = dict(Counter(str(p).strip().lower() for p in extracted).most_common(10))
+    add_format_shares(result, spec, rows)
     logger.info("%s: %s = %.2f on %d rows", spec.name, spec.metric, result.score, len(rows))
     return result
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def add_format_shares(result: EvalResult, spec: TaskSpec, rows: list[dict[str, Any]]) -> None:
+    """The trivial baseline and the share of answers in the task's format (or copying the input)."""
+    from selfguide_hf.labels import extract_label
+
+    n = len(rows)
+    if spec.is_classification:
+        named = [
+            i for i, p in enumerate(result.predictions) if extract_label(p, spec.labels or ()) is not None
+        ]
+        result.label_share = round(100.0 * len(named) / n, 2)
+        if named:
+            result.label_exact_match = round(sum(result.row_scores[i] for i in named) / len(named), 2)
+        if result.majority_rate is not None:
+            result.trivial_baseline = {"name": "majority-class", "score": round(result.majority_rate, 2)}
+        return
+    copies = sum(_same_text(p, row["input"]) for p, row in zip(result.predictions, rows, strict=True))
+    result.copy_share = round(100.0 * copies / n, 2)
+    copied = score_predictions(spec, [row["input"] for row in rows], [row["output"] for row in rows])
+    result.trivial_baseline = {"name": "copy-the-input", "score": round(float(copied[spec.metric]), 2)}
 
 
 # ------------------------------------------------------------- saved models

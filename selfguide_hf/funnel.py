@@ -168,3 +168,31 @@ class Funnel:
         finally:
             plt.close(fig)
         return True
+
+
+def shortfall(
+    outputs: list[str], labels: tuple[str, ...] | None, min_pairs: int, funnel: dict[str, Any] | None
+) -> str | None:
+    """Why a synthetic set is too small to train on (None when it is not): counts and the two largest drops.
+
+    Too small: fewer than ``min_pairs`` rows, or (classification) a label with
+    fewer than 2 examples.
+    """
+    problems = []
+    kept = len(outputs)
+    if kept < min_pairs:
+        problems.append(f"only {kept} synthetic pair{'s' if kept != 1 else ''} survived")
+    if labels and kept:
+        counts = {label: 0 for label in labels}
+        for output in outputs:
+            counts[output] = counts.get(output, 0) + 1
+        thin = [f"{label!r}: {n}" for label, n in counts.items() if n < 2]
+        if thin:
+            problems.append(f"label(s) with fewer than 2 examples ({', '.join(thin)})")
+    if not problems:
+        return None
+    funnel = funnel or {}
+    drops = sorted((funnel.get("dropped") or {}).items(), key=lambda kv: -int(kv[1]))[:2]
+    dropped = ", ".join(f"{reason} {count}" for reason, count in drops) or "none recorded"
+    raw = funnel.get("raw_inputs", "?")
+    return f"{' and '.join(problems)} of {raw} raw inputs (min pairs {min_pairs}); largest drops: {dropped}"

@@ -26,6 +26,7 @@ from typing import Any
 
 from selfguide_hf import publish
 from selfguide_hf.fingerprints import EVALUATION_SOURCES, TRAINING_SOURCES, hash_value, source_hash
+from selfguide_hf.funnel import shortfall
 from selfguide_hf.methods import TrainingConfigError
 from selfguide_hf.models import (
     ModelResolutionError,
@@ -87,6 +88,7 @@ class SelfGuideRun:
     base_model_id: str
     command: str
     owns_output_dir: bool = False
+    cli_flags: bool = False  # name flags as `selfguide` spells them (--num-inputs), else as the recipe
     hub_token: str | None = field(default=None, repr=False)
     push_adapter: bool = False
     hub_model_id: str | None = None
@@ -106,6 +108,10 @@ class SelfGuideRun:
     @property
     def is_main_process(self) -> bool:
         return bool(self.training_args.distributed_state.is_main_process)
+
+    def flag(self, name: str) -> str:
+        """A setting as the user's front spells its flag: ``num_inputs`` -> --num-inputs or --num_inputs."""
+        return "--" + (name.replace("_", "-") if self.cli_flags else name)
 
     @property
     def synthesis_seed(self) -> int:
@@ -135,6 +141,7 @@ def prepare_run(
     *,
     command_prefix: str = "accelerate launch recipes/sft.py",
     owns_output_dir: bool = False,
+    cli_flags: bool = False,
 ) -> SelfGuideRun:
     """Resolve the task and the model once, check the output folder, keep the Hub token out of the arguments."""
     if not sg_args.task:
@@ -171,6 +178,7 @@ def prepare_run(
         base_model_id=base_model_id(model_path, sg_args.model),
         command=f"{command_prefix} {sanitized_command(list(sys.argv[1:] if argv is None else argv))}",
         owns_output_dir=owns_output_dir,
+        cli_flags=cli_flags,
         hub_token=hub_token,
         push_adapter=push,
         hub_model_id=hub_model_id,
@@ -246,6 +254,7 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
             kwargs["num_inputs"] = args.num_inputs
         if args.synthesis_cache_dir:
             kwargs["cache_dir"] = args.synthesis_cache_dir
+        kwargs["min_pairs"] = run.args.min_pairs  # the builder warns on the user's threshold, then we stop
         if run.model_args.model_revision not in (None, "main"):
             kwargs["revision"] = run.model_args.model_revision
         dataset = build_selfguide_dataset(
@@ -265,6 +274,24 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
     run.timings["synthesis"] = time.perf_counter() - started
     logger.info("synthetic dataset: %d rows", len(dataset))
     return data
+
+
+class TooFewPairsError(TrainingConfigError):
+    """Synthesis left too few pairs (or a label with fewer than 2) to train on; the data stays cached."""
+
+
+def check_enough_data(run: SelfGuideRun, data: SyntheticData) -> None:
+    """Stop before training on too little synthetic data, with the funnel's two largest drops and what to try."""
+    if run.args.dataset_path:
+        return  # the user's own rows: their call
+    raw = (data.funnel or {}).get("raw_inputs")
+    facts = shortfall(list(data.dataset["output"]), run.spec.labels, run.args.min_pairs, data.funnel)
+    if facts is not None:
+        raise TooFewPairsError(
+            f"task {run.spec.name}: {facts}. Try {run.flag('num_inputs')} "
+            f"{2 * raw if isinstance(raw, int) else 'N'} (the synthetic data so far stays cached), "
+            f"or {run.flag('min_pairs')} 1 to train anyway"
+        )
 
 
 # ----------------------------------------------------------------- training
@@ -450,6 +477,7 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
         rows = eval_rows(run)  # a bad eval file, or rows over the context, fail before synthesis
         check_rows_fit(run, rows)
     data = build_synthetic_dataset(run)
+    check_enough_data(run, data)
     result = train(run, data)
     report: dict[str, Any] | None = None
     if run.args.evaluate:

@@ -108,12 +108,26 @@ def card_info(
         training=training,
         synthesis=_synthesis_config(run, data),
         funnel=data.funnel,
-        evaluation={"before": report["baseline"], "after": report["self_guided"]} if report else None,
+        evaluation=_evaluation(report),
         command=public_command(run),
         license=run.args.card_license or default_license(run.model_path, run.args.model),
         dataset_hub_id=run.args.dataset_hub_id if run.args.push_dataset else None,
         num_rows=len(data.dataset),
     )
+
+
+def _evaluation(report: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the card states of the evaluation: both summaries (per-row scores left out), the verdict."""
+    if not report or not report.get("baseline") or not report.get("self_guided"):
+        return None
+    before, after = (
+        {k: v for k, v in report[key].items() if k != "row_scores"} for key in ("baseline", "self_guided")
+    )
+    evaluation = {"before": before, "after": after, "split": report.get("eval_split", "test")}
+    for key in ("interval", "verdict", "verdict_sentence", "trivial_baseline"):
+        if report.get(key) is not None:
+            evaluation[key] = report[key]
+    return evaluation
 
 
 def _synthesis_config(run: SelfGuideRun, data: SyntheticData) -> dict[str, Any]:

@@ -100,6 +100,11 @@ class SelfGuideArguments:
         "Train on an existing synthetic dataset instead of synthesizing: a save_to_disk folder or a .jsonl/.json/.parquet file with input and output columns.",
     )
     max_train_rows: int | None = _arg(None, "Use at most this many synthetic rows.")
+    min_pairs: int = _arg(
+        16,
+        "Stop before training when fewer synthetic pairs survive (or a label has fewer than 2); "
+        "1 trains on whatever survived.",
+    )
     evaluate: bool = _arg(False, "Evaluate the base model and the adapter on the task's eval split.")
     eval_split: str = _arg("test", "Eval split of a bundled task.")
     eval_max_rows: int | None = _arg(
@@ -154,7 +159,14 @@ class SelfGuideArguments:
                 )
         if self.method not in METHODS:
             raise TrainingConfigError(f"method: unknown method {self.method!r}; known: {sorted(METHODS)}")
-        for name in ("num_inputs", "max_train_rows", "eval_max_rows", "torch_threads", "eval_batch_size"):
+        for name in (
+            "num_inputs",
+            "max_train_rows",
+            "eval_max_rows",
+            "torch_threads",
+            "eval_batch_size",
+            "min_pairs",
+        ):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise TrainingConfigError(f"{name}: expected a whole number >= 1, got {value!r}")
@@ -357,6 +369,7 @@ def cli_recipe_args(
     eval_split: str = "test",
     eval_max_rows: int | None = None,
     eval_batch_size: int = 8,
+    min_pairs: int = 16,
     push_to_hub: str | None = None,
     push_dataset: str | None = None,
     private: bool | None = None,
@@ -370,6 +383,7 @@ def cli_recipe_args(
     values.update(task=task, model=model or "default", method=method, num_inputs=num_inputs)
     values.update(synthesis_seed=synthesis_seed, synthesis=synthesis, torch_threads=threads, evaluate=True)
     values.update(eval_split=eval_split, eval_max_rows=eval_max_rows, eval_batch_size=eval_batch_size)
+    values.update(min_pairs=min_pairs)
     values.update(eval_file=os.fspath(eval_file) if eval_file is not None else None)
     values.update(run_dir=os.fspath(run_dir), output_dir=os.fspath(output_dir))
     if push_to_hub:

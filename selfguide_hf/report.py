@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from selfguide_hf.verdict import paired_bootstrap, verdict_sentence, verdict_word
+
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_PNG = "report.png"
@@ -36,10 +38,17 @@ def build_report(
         "funnel": funnel,
         "timings_min": {k: round(v / 60.0, 2) for k, v in (timings or {}).items()},
     }
-    if baseline and tuned:
-        report["delta"] = round(tuned["score"] - baseline["score"], 2)
     if extra:
         report.update(extra)
+    if funnel and funnel.get("kept") is not None:
+        report["training_pairs"] = funnel["kept"]
+    if baseline and tuned:
+        report["delta"] = round(tuned["score"] - baseline["score"], 2)
+        if baseline.get("row_scores") and tuned.get("row_scores"):
+            report["interval"] = paired_bootstrap(baseline["row_scores"], tuned["row_scores"])
+            report["verdict"] = verdict_word(report["interval"])
+            report["trivial_baseline"] = tuned.get("trivial_baseline") or baseline.get("trivial_baseline")
+            report["verdict_sentence"] = verdict_sentence(report)
     return report
 
 
@@ -53,10 +62,24 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                 (f"{name} {report['metric']}", f"{result['score']:.2f}  (n={result['num_examples']})")
             )
     if "delta" in report:
-        rows.append(("delta", f"{report['delta']:+.2f}"))
+        interval = report.get("interval")
+        detail = ""
+        if interval:
+            detail = f"  (95 % CI {interval['low']:+.2f} to {interval['high']:+.2f}: {report['verdict']})"
+        rows.append(("delta", f"{report['delta']:+.2f}{detail}"))
     base = report.get("baseline") or report.get("self_guided") or {}
     if base.get("majority_rate") is not None:
         rows.append(("majority-class rate", f"{base['majority_rate']:.2f}  ({base['majority_label']})"))
+    elif (base.get("trivial_baseline") or {}).get("name") == "copy-the-input":
+        rows.append(("copy-the-input score", f"{base['trivial_baseline']['score']:.2f}"))
+    for key, name in (("baseline", "few-shot"), ("self_guided", "self-guided")):
+        result = report.get(key) or {}
+        if result.get("label_share") is not None:
+            among = result.get("label_exact_match")
+            among_text = f", exact match among them {among:.2f}" if among is not None else ""
+            rows.append((f"{name} answers that are labels", f"{result['label_share']:.1f} %{among_text}"))
+        elif result.get("copy_share") is not None:
+            rows.append((f"{name} answers copying the input", f"{result['copy_share']:.1f} %"))
     funnel = report.get("funnel") or {}
     if funnel.get("raw_inputs") is not None:
         rows.append(
@@ -74,7 +97,10 @@ def format_table(report: dict[str, Any]) -> str:
 
 
 def to_markdown(report: dict[str, Any]) -> str:
-    lines = [f"# SELF-GUIDE report: {report['task']}", "", "| | |", "|---|---|"]
+    lines = [f"# SELF-GUIDE report: {report['task']}", ""]
+    if report.get("verdict_sentence"):
+        lines += [f"**{report['verdict_sentence']}.**", ""]
+    lines += ["| | |", "|---|---|"]
     lines += [f"| {what} | {value} |" for what, value in summary_rows(report)]
     for key, name in (("baseline", "few-shot baseline"), ("self_guided", "self-guided")):
         counts = (report.get(key) or {}).get("prediction_counts")
@@ -114,9 +140,16 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
             names.append(name)
             scores.append(report[key]["score"])
     ax_scores.bar(names, scores, color=["#999999", "#2a7ab9"][: len(names)])
-    base = report.get("baseline") or report.get("self_guided") or {}
-    if base.get("majority_rate") is not None:
-        ax_scores.axhline(base["majority_rate"], linestyle="--", color="#c0392b", label="majority class")
+    interval = report.get("interval")
+    if interval and len(scores) == 2:  # the 95 % interval of the delta, drawn around the self-guided score
+        base_score = scores[0]
+        low, high = base_score + interval["low"], base_score + interval["high"]
+        ax_scores.errorbar(
+            [1], [scores[1]], yerr=[[scores[1] - low], [high - scores[1]]], color="black", capsize=6
+        )
+    trivial = report.get("trivial_baseline")
+    if trivial:
+        ax_scores.axhline(trivial["score"], linestyle="--", color="#c0392b", label=trivial["name"])
         ax_scores.legend(loc="lower right")
     ax_scores.set_ylim(0, 100)
     ax_scores.set_ylabel(report["metric"])

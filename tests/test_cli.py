@@ -34,7 +34,18 @@ def _fail(*args, **kwargs):
 
 def run_args(model: Path, out: Path, *extra: str) -> list[str]:
     args = ["run", "--task", "task738", "--model", str(model), "--output-dir", str(out)]
-    args += ["--num-inputs", "4", "--max-eval", "4", "--epochs", "1", "--split", "validation"]
+    args += [
+        "--num-inputs",
+        "4",
+        "--max-eval",
+        "4",
+        "--epochs",
+        "1",
+        "--split",
+        "validation",
+        "--min-pairs",
+        "1",
+    ]
     for option in TINY_SYNTHESIS:
         args += ["--synthesis-option", option]
     return args + list(extra)
@@ -207,6 +218,7 @@ def test_cli_and_recipe_give_the_same_numbers(
         "--config", str(CPU_CONFIG), "--task", "task738", "--model", str(tiny_model_dir),
         "--output_dir", str(out), "--num_inputs", "4", "--synthesis_seed", "0", "--synthesis", json.dumps(synthesis),
         "--num_train_epochs", "1", "--evaluate", "true", "--eval_split", "validation", "--eval_max_rows", "4",
+        "--min_pairs", "1",
     ]  # fmt: skip
     assert recipe.main(argv) == 0
     cli_manifest = json.loads((finished_run / "adapter" / "selfguide_run.json").read_text())

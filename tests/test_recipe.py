@@ -228,6 +228,8 @@ def _synthesis_args(model: Path, out: Path, cache: Path) -> list[str]:
         json.dumps(TINY_SYNTHESIS),
         "--synthesis_cache_dir",
         str(cache),
+        "--min_pairs",
+        "1",
     )
 
 
