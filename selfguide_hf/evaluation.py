@@ -345,10 +345,57 @@ def evaluate_saved_model(
     rows: list[dict[str, Any]],
     batch_size: int = 8,
     show_progress: bool = True,
+    engine: str = "transformers",
+    vllm_options: dict[str, Any] | None = None,
 ) -> EvalResult:
-    """Load (base ± adapter) and score it on ``rows``: the one evaluation path of the package."""
+    """Load (base ± adapter) and score it on ``rows``: the one evaluation path of the package.
+
+    ``engine`` "vllm" serves the same merged model through vLLM (an adapter is
+    merged into the base and saved to a temporary folder first).
+    """
+    if engine == "vllm":
+        return _evaluate_with_vllm(model_path, adapter, spec, rows, show_progress, vllm_options or {})
     model, tokenizer = load_for_evaluation(model_path, adapter)
     return evaluate_model(model, tokenizer, spec, rows, batch_size=batch_size, show_progress=show_progress)
+
+
+def _evaluate_with_vllm(
+    model_path: str,
+    adapter: str | os.PathLike[str] | None,
+    spec: TaskSpec,
+    rows: list[dict[str, Any]],
+    show_progress: bool,
+    vllm_options: dict[str, Any],
+) -> EvalResult:
+    import tempfile
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    from selfguide_hf.engines import make_engine
+
+    with tempfile.TemporaryDirectory(prefix="selfguide-merged-") as merged:
+        path = model_path
+        if adapter is not None:
+            if (Path(adapter) / "adapter_config.json").is_file():
+                model, tokenizer = load_for_evaluation(model_path, adapter)
+                model.save_pretrained(merged)
+                tokenizer.save_pretrained(merged)
+                del model
+                path = merged
+            else:
+                load_for_evaluation(
+                    model_path, adapter
+                )  # the same checks and errors as the transformers path
+                path = str(adapter)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        check_prompts_fit(spec, rows, tokenizer, model_context(AutoConfig.from_pretrained(path)))
+        engine = make_engine("vllm", path, tokenizer, show_progress=show_progress, **vllm_options)
+        try:
+            return evaluate_model(None, tokenizer, spec, rows, engine=engine)
+        finally:
+            engine.close()
 
 
 def write_predictions(path: Path, rows: list[dict[str, Any]], predictions: list[str]) -> None:

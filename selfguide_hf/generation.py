@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -111,6 +112,40 @@ class GenerationEngine(Protocol):
     def score_choices(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
         """Return, per prompt, the total log-likelihood of each choice as its continuation."""
         ...
+
+
+def eos_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:
+    """End-of-sequence ids: the model's generation config and the tokenizer's (chat models differ).
+
+    ``generation_config`` may be a `GenerationConfig`, a model folder, or None.
+    """
+    if isinstance(generation_config, (str, os.PathLike)):
+        from transformers import GenerationConfig
+
+        try:
+            generation_config = GenerationConfig.from_pretrained(generation_config)
+        except OSError:  # no generation_config.json: the tokenizer's EOS alone
+            generation_config = None
+    ids: list[int] = []
+    for value in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if value is None:
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if int(v) not in ids:
+                ids.append(int(v))
+    if not ids:
+        raise ValueError("neither the model's generation config nor the tokenizer defines an EOS token")
+    return ids
+
+
+def decode_completion(tokenizer: Any, tokens: list[int], stop: Sequence[str], eos_ids: Sequence[int]) -> str:
+    """A completion's text, the same for every engine: cut at EOS, no special tokens, cut at stop, stripped."""
+    for j, t in enumerate(tokens):
+        if t in eos_ids:
+            tokens = tokens[:j]
+            break
+    text = tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    return cut_at_stop(text, stop).strip()
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:
@@ -250,20 +285,7 @@ class TransformersEngine:
         return int(pad)
 
     def _eos_token_ids(self) -> list[int]:
-        """End-of-sequence ids: the model's generation config and the tokenizer's (chat models differ)."""
-        ids: list[int] = []
-        for value in (
-            getattr(self.model.generation_config, "eos_token_id", None),
-            self.tokenizer.eos_token_id,
-        ):
-            if value is None:
-                continue
-            for v in value if isinstance(value, (list, tuple)) else [value]:
-                if int(v) not in ids:
-                    ids.append(int(v))
-        if not ids:
-            raise ValueError("neither the model's generation config nor the tokenizer defines an EOS token")
-        return ids
+        return eos_token_ids(self.model.generation_config, self.tokenizer)
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids without added specials: rendered prompts already carry BOS etc. from the template."""
@@ -382,12 +404,7 @@ class TransformersEngine:
         return cache
 
     def _decode(self, tokens: list[int], stop: Sequence[str]) -> str:
-        for j, t in enumerate(tokens):
-            if t in self.eos_token_ids:
-                tokens = tokens[:j]
-                break
-        text = self.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        return cut_at_stop(text, stop).strip()
+        return decode_completion(self.tokenizer, tokens, stop, self.eos_token_ids)
 
     def _score_batch(
         self, items: list[tuple[list[int], list[tuple[list[int], int]]]], n_choices: int

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide_hf import publish
+from selfguide_hf.engines import resolve_engine
 from selfguide_hf.fingerprints import EVALUATION_SOURCES, TRAINING_SOURCES, hash_value, source_hash
 from selfguide_hf.funnel import shortfall
 from selfguide_hf.methods import TrainingConfigError
@@ -89,6 +90,7 @@ class SelfGuideRun:
     command: str
     owns_output_dir: bool = False
     cli_flags: bool = False  # name flags as `selfguide` spells them (--num-inputs), else as the recipe
+    engine: str = "transformers"  # resolved once from --engine (auto decided here)
     hub_token: str | None = field(default=None, repr=False)
     push_adapter: bool = False
     hub_model_id: str | None = None
@@ -112,6 +114,18 @@ class SelfGuideRun:
     def flag(self, name: str) -> str:
         """A setting as the user's front spells its flag: ``num_inputs`` -> --num-inputs or --num_inputs."""
         return "--" + (name.replace("_", "-") if self.cli_flags else name)
+
+    @property
+    def vllm_options(self) -> dict[str, Any]:
+        """What vLLM is started with beyond the model: memory and parallelism (the data does not depend on them)."""
+        options: dict[str, Any] = {}
+        if self.args.vllm_kv_cache_gb is not None:
+            options["kv_cache_gb"] = self.args.vllm_kv_cache_gb
+        if self.args.vllm_tensor_parallel_size > 1:
+            options["tensor_parallel_size"] = self.args.vllm_tensor_parallel_size
+        if self.args.vllm_data_parallel_size > 1:
+            options["data_parallel_size"] = self.args.vllm_data_parallel_size
+        return options
 
     @property
     def synthesis_seed(self) -> int:
@@ -179,6 +193,7 @@ def prepare_run(
         command=f"{command_prefix} {sanitized_command(list(sys.argv[1:] if argv is None else argv))}",
         owns_output_dir=owns_output_dir,
         cli_flags=cli_flags,
+        engine=resolve_engine(sg_args.engine),
         hub_token=hub_token,
         push_adapter=push,
         hub_model_id=hub_model_id,
@@ -255,6 +270,9 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
         if args.synthesis_cache_dir:
             kwargs["cache_dir"] = args.synthesis_cache_dir
         kwargs["min_pairs"] = run.args.min_pairs  # the builder warns on the user's threshold, then we stop
+        kwargs["engine"] = run.engine
+        if run.vllm_options:
+            kwargs["vllm_options"] = run.vllm_options
         if run.model_args.model_revision not in (None, "main"):
             kwargs["revision"] = run.model_args.model_revision
         dataset = build_selfguide_dataset(
@@ -414,6 +432,7 @@ def evaluation_key(run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path 
         "rows": hash_value(rows),
         "code": source_hash(EVALUATION_SOURCES),
         "batch_size": run.args.eval_batch_size,
+        "engine": run.engine,
         "adapter": None,
     }
     if adapter is not None:
@@ -444,7 +463,13 @@ def evaluate(
             result = saved["result"]
     if result is None:
         scored = evaluate_saved_model(
-            run.model_path, adapter, run.spec, rows, batch_size=run.args.eval_batch_size
+            run.model_path,
+            adapter,
+            run.spec,
+            rows,
+            batch_size=run.args.eval_batch_size,
+            engine=run.engine,
+            vllm_options=run.vllm_options,
         )
         write_predictions(run.run_dir / EVAL_DIR / f"{name}.predictions.jsonl", rows, scored.predictions)
         result = scored.summary()
@@ -498,12 +523,22 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
                     "method": run.args.method,
                     "num_inputs": run.args.num_inputs,
                     "adapter": run.output_dir.name,
+                    "min_pairs": run.args.min_pairs,
+                    "engine": run.engine,
+                    "eval_split": Path(run.args.eval_file).name
+                    if run.args.eval_file
+                    else run.args.eval_split,
                 },
             )
             write_report(report, run.run_dir)
-            split = Path(run.args.eval_file).name if run.args.eval_file else run.args.eval_split
             write_json_atomic(
-                run.output_dir / EVAL_NAME, {"split": split, "before": baseline, "after": tuned}
+                run.output_dir / EVAL_NAME,
+                {
+                    "split": report["eval_split"],
+                    "before": baseline,
+                    "after": tuned,
+                    "interval": report.get("interval"),
+                },
             )
         state.wait_for_everyone()
     if run.is_main_process:

@@ -136,6 +136,7 @@ def _synthesis_config(run: SelfGuideRun, data: SyntheticData) -> dict[str, Any]:
         "num_inputs": run.args.num_inputs,
         "seed": run.synthesis_seed,
         "source": data.source,
+        "engine": run.engine,
     }
     if run.args.synthesis:
         config["overrides"] = run.args.synthesis

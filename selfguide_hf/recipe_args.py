@@ -100,6 +100,19 @@ class SelfGuideArguments:
         "Train on an existing synthetic dataset instead of synthesizing: a save_to_disk folder or a .jsonl/.json/.parquet file with input and output columns.",
     )
     max_train_rows: int | None = _arg(None, "Use at most this many synthetic rows.")
+    engine: str = _arg(
+        "auto",
+        "Generation engine for synthesis and evaluation: auto (vLLM when installed, else transformers), "
+        "transformers or vllm.",
+        choices=["auto", "transformers", "vllm"],
+    )
+    vllm_kv_cache_gb: float | None = _arg(
+        None, "vLLM's KV cache in GiB (default: 2 on a CPU, vLLM's share of GPU memory on a GPU)."
+    )
+    vllm_tensor_parallel_size: int = _arg(1, "GPUs one vLLM model is split over (synthesis and evaluation).")
+    vllm_data_parallel_size: int = _arg(
+        1, "vLLM engine replicas (data parallel) for synthesis and evaluation."
+    )
     min_pairs: int = _arg(
         16,
         "Stop before training when fewer synthetic pairs survive (or a label has fewer than 2); "
@@ -370,6 +383,9 @@ def cli_recipe_args(
     eval_max_rows: int | None = None,
     eval_batch_size: int = 8,
     min_pairs: int = 16,
+    engine: str = "auto",
+    vllm_kv_cache_gb: float | None = None,
+    vllm_tensor_parallel_size: int = 1,
     push_to_hub: str | None = None,
     push_dataset: str | None = None,
     private: bool | None = None,
@@ -383,7 +399,8 @@ def cli_recipe_args(
     values.update(task=task, model=model or "default", method=method, num_inputs=num_inputs)
     values.update(synthesis_seed=synthesis_seed, synthesis=synthesis, torch_threads=threads, evaluate=True)
     values.update(eval_split=eval_split, eval_max_rows=eval_max_rows, eval_batch_size=eval_batch_size)
-    values.update(min_pairs=min_pairs)
+    values.update(min_pairs=min_pairs, engine=engine, vllm_kv_cache_gb=vllm_kv_cache_gb)
+    values.update(vllm_tensor_parallel_size=vllm_tensor_parallel_size)
     values.update(eval_file=os.fspath(eval_file) if eval_file is not None else None)
     values.update(run_dir=os.fspath(run_dir), output_dir=os.fspath(output_dir))
     if push_to_hub:

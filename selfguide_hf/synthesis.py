@@ -37,6 +37,7 @@ from selfguide_hf.calibration import (
 )
 from selfguide_hf.checkpoints import RoundCheckpoints
 from selfguide_hf.distributed import generate_distributed, process_state, score_distributed
+from selfguide_hf.engines import close_engine
 from selfguide_hf.filters import (
     CHAT_PHRASES,
     FilterContext,
@@ -537,4 +538,8 @@ def synthesize(
     ).hexdigest()[:16]
     checkpoints = RoundCheckpoints(work_dir, fingerprint, is_writer=state.is_main_process)
     run = _Synthesis(spec, engine, tokenizer, config, checkpoints, state, context_length, show_progress)
-    return run.run()
+    try:
+        return run.run()
+    finally:
+        if not isinstance(engine, GenerationEngine) and isinstance(run._engine, GenerationEngine):
+            close_engine(run._engine)  # built here from the factory: free it (a vLLM core is a process)

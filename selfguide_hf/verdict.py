@@ -17,6 +17,8 @@ from typing import Any
 __all__ = ["DEFAULT_RESAMPLES", "paired_bootstrap", "verdict_sentence", "verdict_word"]
 
 DEFAULT_RESAMPLES = 2000
+# Fewer training pairs than this is called out in the verdict, whatever --min-pairs let through.
+FEW_PAIRS = 16
 DEFAULT_SEED = 20240717  # fixed: the same rows give the same interval on every machine
 
 
@@ -93,6 +95,6 @@ def verdict_sentence(report: dict[str, Any]) -> str:
             f"self-guided copies the input in {tuned['copy_share']:.1f} % of answers, few-shot in {base['copy_share']:.1f} %"
         )
     pairs = report.get("training_pairs")
-    if pairs is not None and pairs < report.get("min_pairs", 16):
+    if pairs is not None and pairs < FEW_PAIRS:
         parts.append(f"trained on {pairs} pair{'s' if pairs != 1 else ''}, too few to mean anything")
     return "; ".join(parts)

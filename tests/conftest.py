@@ -19,6 +19,8 @@ os.environ.update(
         "HF_HOME": _HF_HOME,
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # `--engine auto` means transformers in tests; the vLLM tests ask for it by name.
+        "SELFGUIDE_ENGINE": "transformers",
     }
 )
 

@@ -48,6 +48,7 @@ def build_tiny_model(
     pad_token: bool = True,
     varied_outputs: bool = False,
     bos: str | None = None,
+    num_heads: int = 4,
 ) -> Path:
     """``bos``: None (ChatML, no BOS added), ``"llama3"`` (Llama-3-style template, BOS added by the
     tokenizer too) or ``"plain"`` (no chat template, BOS added: Vicuna-like)."""
@@ -93,8 +94,8 @@ def build_tiny_model(
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=num_heads,
+        num_key_value_heads=max(1, num_heads // 2),
         max_position_embeddings=4096,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

