@@ -227,12 +227,7 @@ class TransformersEngine:
         the merged token counts as part of the choice. The prompt's KV cache is
         computed once and shared by all choices.
         """
-        prompts = _check_prompts(prompts)
-        if isinstance(choices, str) or not choices:
-            raise ValueError("choices must be a non-empty list of strings")
-        for c in choices:
-            if not isinstance(c, str) or not c:
-                raise ValueError(f"choices must be non-empty strings, got {c!r}")
+        prompts = _check_scoring_inputs(prompts, choices)
         if not prompts:
             return []
         prompt_ids = self._encode(prompts)
@@ -461,6 +456,16 @@ def _check_prompts(prompts: list[str]) -> list[str]:
     for p in prompts:
         if not isinstance(p, str) or not p:
             raise ValueError(f"prompts must be non-empty strings, got {p!r}")
+    return prompts
+
+
+def _check_scoring_inputs(prompts: list[str], choices: list[str]) -> list[str]:
+    prompts = _check_prompts(prompts)
+    if isinstance(choices, str) or not choices:
+        raise ValueError("choices must be a non-empty list of strings")
+    for c in choices:
+        if not isinstance(c, str) or not c:
+            raise ValueError(f"choices must be non-empty strings, got {c!r}")
     return prompts
 
 

@@ -30,6 +30,7 @@ from typing import Any
 from selfguide_hf.generation import (
     SamplingParams,
     _check_prompts,
+    _check_scoring_inputs,
     _common_prefix_len,
     decode_completion,
     eos_token_ids,
@@ -190,12 +191,7 @@ class VLLMEngine:
         """Total log-likelihood of each choice after each prompt, from vLLM's prompt log-probabilities."""
         from vllm import SamplingParams as VLLMSampling
 
-        prompts = _check_prompts(prompts)
-        if isinstance(choices, str) or not choices:
-            raise ValueError("choices must be a non-empty list of strings")
-        for c in choices:
-            if not isinstance(c, str) or not c:
-                raise ValueError(f"choices must be non-empty strings, got {c!r}")
+        prompts = _check_scoring_inputs(prompts, choices)
         prompt_ids = self._encode(prompts)
         joint = self._encode([p + c for p in prompts for c in choices])
         outputs = self._run(joint, VLLMSampling(max_tokens=1, prompt_logprobs=0, detokenize=False))
