@@ -39,6 +39,7 @@ setup(
         "matplotlib>=3.8",
         "numpy>=1.26",
         "pyarrow>=15",
+        "bm25s>=0.2",
     ],
     extras_require={
         "dev": ["pytest>=8", "ruff>=0.6", "tokenizers>=0.21"],

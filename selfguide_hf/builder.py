@@ -83,6 +83,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
     engine: str = "auto"  # transformers, vllm or auto (resolved before keying: the engine is part of the key)
     vllm_options: dict | None = None  # memory and parallelism of a vLLM engine; not part of the key
     task_fingerprint: str = ""
+    corpus_fingerprint: str = ""  # the corpus's bytes: an edited corpus file is another dataset
     model_fingerprint: str = ""  # weights and tokenizer files (the chat template changes every prompt)
 
     def __post_init__(self) -> None:
@@ -92,7 +93,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
     @classmethod
     def parameter_names(cls) -> list[str]:
         """What `load_dataset("selfguide", ...)` accepts as keyword arguments."""
-        hidden = _BUILDER_CONFIG_FIELDS | {"task_fingerprint", "model_fingerprint"}
+        hidden = _BUILDER_CONFIG_FIELDS | {"task_fingerprint", "model_fingerprint", "corpus_fingerprint"}
         return sorted(f for f in cls.__dataclass_fields__ if f not in hidden)
 
     def synthesis_config(self) -> SynthesisConfig:
@@ -121,6 +122,13 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
         self.engine_requested = getattr(self, "engine_requested", self.engine)
         self.engine = resolve_engine(self.engine)
         self.task_fingerprint = self.task_spec().fingerprint()
+        if self.corpus:
+            from selfguide_hf.corpus import CorpusError, corpus_fingerprint
+
+            if not Path(self.corpus).exists():
+                raise CorpusError(f"{self.corpus}: no such corpus file or folder")
+            self.corpus = str(Path(self.corpus).resolve())
+            self.corpus_fingerprint = corpus_fingerprint(self.corpus)
         resolved = resolve_model(self.model, self.revision)
         self.model_fingerprint = f"{weights_fingerprint(resolved)}-{tokenizer_fingerprint(resolved)}"
 
@@ -134,6 +142,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
                 "model": self.model_fingerprint,
                 "batch_size": self.batch_size,
                 "engine": self.engine,
+                "corpus": self.corpus_fingerprint,
             },
             sort_keys=True,
         )

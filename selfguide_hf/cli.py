@@ -89,6 +89,14 @@ def _add_synthesis(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--preset", default="default", help="synthesis preset: default or paper")
     _add_key_value_option(parser, "--synthesis-option", "one synthesis parameter", "num_samples=5")
+    parser.add_argument("--corpus", type=Path, default=None, help="unlabeled texts to take task inputs from")
+    parser.add_argument("--corpus-field", default="text", help="the corpus's text column (default: text)")
+    parser.add_argument(
+        "--corpus-mode",
+        choices=["inputs", "rewrite"],
+        default="inputs",
+        help="inputs: retrieved texts are the inputs; rewrite: the model rewrites each (ReBase)",
+    )
     parser.add_argument(
         "--min-pairs",
         type=POSITIVE_INT,
@@ -213,6 +221,9 @@ def make_run(args: argparse.Namespace, argv: list[str]) -> Any:
         eval_batch_size=getattr(args, "batch_size", 8),
         min_pairs=args.min_pairs,
         engine=args.engine,
+        corpus=args.corpus,
+        corpus_field=args.corpus_field,
+        corpus_mode=args.corpus_mode,
         vllm_kv_cache_gb=args.kv_cache_gb,
         vllm_tensor_parallel_size=args.tensor_parallel_size,
         push_to_hub=getattr(args, "push_to_hub", None),

@@ -23,6 +23,7 @@ __all__ = [
     "CHAT_PHRASES",
     "FILTERS",
     "FilterContext",
+    "NoveltyIndex",
     "Verdict",
     "apply_filters",
     "format_markers",
@@ -32,6 +33,7 @@ __all__ = [
     "map_label",
     "normalize_answer",
     "register_filter",
+    "rouge_l_f1",
     "self_consistency_vote",
 ]
 
@@ -76,9 +78,72 @@ class Verdict:
         return cls(False, reason, text)
 
 
+_WORD = re.compile(r"\w+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def rouge_l_f1(a: Sequence[str], b: Sequence[str]) -> float:
+    """Word-level ROUGE-L F1 of two token lists (longest common subsequence)."""
+    if not a or not b:
+        return 0.0
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    lcs = previous[-1]
+    return 0.0 if lcs == 0 else 2 * lcs / (len(a) + len(b))
+
+
+class NoveltyIndex:
+    """Texts accepted so far, to find the most similar one by word ROUGE-L F1 (Self-Instruct's filter).
+
+    An inverted index gives, for every accepted text sharing a word with the
+    candidate, the count of shared words; that bounds ROUGE-L F1 from above
+    (a common subsequence cannot be longer than the shared words), so the
+    quadratic LCS runs only for the few texts that could exceed the threshold.
+    """
+
+    def __init__(self, texts: Iterable[str] = ()) -> None:
+        self.texts: list[list[str]] = []
+        self.counts: list[Counter[str]] = []
+        self.postings: dict[str, list[int]] = {}
+        for text in texts:
+            self.add(text)
+
+    def add(self, text: str) -> None:
+        words = _words(text)
+        index = len(self.texts)
+        self.texts.append(words)
+        counts = Counter(words)
+        self.counts.append(counts)
+        for word in counts:
+            self.postings.setdefault(word, []).append(index)
+
+    def exceeds(self, text: str, threshold: float) -> bool:
+        """Whether some accepted text has ROUGE-L F1 above ``threshold`` with ``text``."""
+        words = _words(text)
+        if not words:
+            return False
+        counts = Counter(words)
+        shared: Counter[int] = Counter()
+        for word, n in counts.items():
+            for index in self.postings.get(word, ()):
+                shared[index] += min(n, self.counts[index][word])
+        for index, overlap in shared.items():
+            other = self.texts[index]
+            if 2 * overlap / (len(words) + len(other)) > threshold and rouge_l_f1(words, other) > threshold:
+                return True
+        return False
+
+
 @dataclass(frozen=True)
 class FilterContext:
-    """What filters may consult. Built once per stage; ``seen`` grows between calls."""
+    """What filters may consult. Built once per stage; ``seen`` and ``novelty`` grow between calls."""
 
     length_window: tuple[int, int] | None = None
     noise_strings: tuple[str, ...] = ()
@@ -86,6 +151,8 @@ class FilterContext:
     seen: frozenset[str] | set[str] = field(default_factory=frozenset)
     labels: tuple[str, ...] = ()
     format_markers: tuple[str, ...] = ()
+    novelty: NoveltyIndex | None = None  # accepted inputs and demonstrations, for the "novelty" filter
+    novelty_threshold: float = 0.7
 
 
 FilterFn = Callable[[str, FilterContext], Verdict]
@@ -218,6 +285,14 @@ def noise_filter(text: str, ctx: FilterContext) -> Verdict:
     lowered = text.lower()
     if any(phrase in lowered for phrase in ctx.chat_phrases):
         return Verdict.dropped("chat_phrase", text)
+    return Verdict.kept(text)
+
+
+@register_filter("novelty")
+def novelty_filter(text: str, ctx: FilterContext) -> Verdict:
+    """Self-Instruct: drop a text whose ROUGE-L F1 with an accepted input or a demonstration exceeds the threshold."""
+    if ctx.novelty is not None and ctx.novelty.exceeds(text, ctx.novelty_threshold):
+        return Verdict.dropped("novelty", text)
     return Verdict.kept(text)
 
 

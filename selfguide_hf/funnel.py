@@ -176,13 +176,13 @@ def shortfall(
     """Why a synthetic set is too small to train on (None when it is not): counts and the two largest drops.
 
     Too small: fewer than ``min_pairs`` rows, or (classification) a label with
-    fewer than 2 examples.
+    fewer than 2 examples; ``min_pairs`` 1 accepts anything that survived.
     """
     problems = []
     kept = len(outputs)
     if kept < min_pairs:
         problems.append(f"only {kept} synthetic pair{'s' if kept != 1 else ''} survived")
-    if labels and kept:
+    if labels and kept and min_pairs > 1:  # min_pairs 1: train on whatever survived
         counts = {label: 0 for label in labels}
         for output in outputs:
             counts[output] = counts.get(output, 0) + 1

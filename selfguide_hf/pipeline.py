@@ -224,14 +224,28 @@ def check_synthesis_settings(sg_args: SelfGuideArguments) -> None:
 
     if sg_args.dataset_path:
         return
-    overrides = dict(sg_args.synthesis or {})
+    overrides = synthesis_overrides(sg_args)
     preset = overrides.pop("preset", "default")
     if sg_args.num_inputs is not None:
         overrides["num_inputs"] = sg_args.num_inputs
     try:
-        SynthesisConfig.preset(preset, **overrides)
+        config = SynthesisConfig.preset(preset, **overrides)
     except (TypeError, ValueError) as exc:
         raise TrainingConfigError(f"synthesis: {exc}") from exc
+    if config.corpus:
+        from selfguide_hf.corpus import load_corpus
+
+        load_corpus(config.corpus, config.corpus_field)  # a missing file or field fails before any generation
+
+
+def synthesis_overrides(sg_args: SelfGuideArguments) -> dict[str, Any]:
+    """The synthesis mapping plus the corpus flags (``--corpus`` and friends are synthesis parameters)."""
+    overrides = dict(sg_args.synthesis or {})
+    if sg_args.corpus:
+        overrides.update(
+            corpus=sg_args.corpus, corpus_field=sg_args.corpus_field, corpus_mode=sg_args.corpus_mode
+        )
+    return overrides
 
 
 def _run_keys(run: SelfGuideRun) -> dict[str, Any]:
@@ -263,7 +277,7 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
             funnel = None
         source = f"file:{Path(args.dataset_path).name}"
     else:
-        kwargs: dict[str, Any] = dict(args.synthesis or {})
+        kwargs: dict[str, Any] = synthesis_overrides(args)
         preset = kwargs.pop("preset", "default")
         if args.num_inputs is not None:
             kwargs["num_inputs"] = args.num_inputs
@@ -308,7 +322,7 @@ def check_enough_data(run: SelfGuideRun, data: SyntheticData) -> None:
         raise TooFewPairsError(
             f"task {run.spec.name}: {facts}. Try {run.flag('num_inputs')} "
             f"{2 * raw if isinstance(raw, int) else 'N'} (the synthetic data so far stays cached), "
-            f"or {run.flag('min_pairs')} 1 to train anyway"
+            f"real inputs from your own texts ({run.flag('corpus')} FILE), or {run.flag('min_pairs')} 1 to train anyway"
         )
 
 

@@ -172,5 +172,37 @@ def render_input_generation_prompt(
     return _plain(f"{message}\n\nNew input:", tokenizer)
 
 
+def rewrite_message(spec: TaskSpec, examples: Sequence[str], source: str) -> str:
+    """Ask for one new task input made from a text of the user's corpus (ReBase's rewrite step)."""
+    lines = [
+        "You write inputs for a task. Here is the task instruction:",
+        "",
+        spec.instruction,
+        "",
+        "Example inputs:",
+    ]
+    for i, example in enumerate(examples, 1):
+        lines += ["", f"Example {i}:", example]
+    lines += [
+        "",
+        "Here is a text from another source:",
+        "",
+        source,
+        "",
+        "Rewrite it into one new input for this task, using its content and the same format as the "
+        "examples. Reply with the new input only.",
+    ]
+    return "\n".join(lines)
+
+
+def render_rewrite_prompt(spec: TaskSpec, examples: Sequence[str], source: str, tokenizer: Any) -> str:
+    message = rewrite_message(spec, examples, source)
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
+    return _plain(f"{message}\n\nNew input:", tokenizer)
+
+
 def input_generation_stop_strings(tokenizer: Any) -> list[str]:
     return [] if has_chat_template(tokenizer) else ["\nExample", "\n\n\n"]

@@ -55,7 +55,15 @@ def local_paths(run: SelfGuideRun) -> dict[str, str]:
     found: dict[str, str] = {run.model_path: model, str(Path(run.model_path).resolve()): model}
     for folder in (run.output_dir, run.run_dir):
         found[str(folder.resolve())] = folder.name
-    for given in (run.args.eval_file, run.args.dataset_path, run.args.synthesis_cache_dir, run.args.task):
+    corpus = (run.args.synthesis or {}).get("corpus")
+    for given in (
+        run.args.eval_file,
+        run.args.dataset_path,
+        run.args.synthesis_cache_dir,
+        run.args.task,
+        run.args.corpus,
+        corpus,
+    ):
         if given and Path(given).exists():
             found[str(Path(given).resolve())] = Path(given).name
             if Path(given).is_absolute():

@@ -100,6 +100,17 @@ class SelfGuideArguments:
         "Train on an existing synthetic dataset instead of synthesizing: a save_to_disk folder or a .jsonl/.json/.parquet file with input and output columns.",
     )
     max_train_rows: int | None = _arg(None, "Use at most this many synthetic rows.")
+    corpus: str | None = _arg(
+        None,
+        "Unlabeled texts to take task inputs from (JSONL, CSV, Parquet, .txt, or a save_to_disk folder), "
+        "retrieved for the task with BM25.",
+    )
+    corpus_field: str = _arg("text", "The corpus's text column.")
+    corpus_mode: str = _arg(
+        "inputs",
+        "inputs: the retrieved texts are the task inputs; rewrite: the model rewrites each into one input.",
+        choices=["inputs", "rewrite"],
+    )
     engine: str = _arg(
         "auto",
         "Generation engine for synthesis and evaluation: auto (vLLM when installed, else transformers), "
@@ -384,6 +395,9 @@ def cli_recipe_args(
     eval_batch_size: int = 8,
     min_pairs: int = 16,
     engine: str = "auto",
+    corpus: str | os.PathLike[str] | None = None,
+    corpus_field: str = "text",
+    corpus_mode: str = "inputs",
     vllm_kv_cache_gb: float | None = None,
     vllm_tensor_parallel_size: int = 1,
     push_to_hub: str | None = None,
@@ -401,6 +415,9 @@ def cli_recipe_args(
     values.update(eval_split=eval_split, eval_max_rows=eval_max_rows, eval_batch_size=eval_batch_size)
     values.update(min_pairs=min_pairs, engine=engine, vllm_kv_cache_gb=vllm_kv_cache_gb)
     values.update(vllm_tensor_parallel_size=vllm_tensor_parallel_size)
+    values.update(
+        corpus=os.fspath(corpus) if corpus else None, corpus_field=corpus_field, corpus_mode=corpus_mode
+    )
     values.update(eval_file=os.fspath(eval_file) if eval_file is not None else None)
     values.update(run_dir=os.fspath(run_dir), output_dir=os.fspath(output_dir))
     if push_to_hub:

@@ -36,11 +36,13 @@ from selfguide_hf.calibration import (
     softmax,
 )
 from selfguide_hf.checkpoints import RoundCheckpoints
+from selfguide_hf.corpus import corpus_fingerprint, load_corpus, rank_corpus
 from selfguide_hf.distributed import generate_distributed, process_state, score_distributed
 from selfguide_hf.engines import close_engine
 from selfguide_hf.filters import (
     CHAT_PHRASES,
     FilterContext,
+    NoveltyIndex,
     Verdict,
     apply_filters,
     format_markers,
@@ -56,6 +58,7 @@ from selfguide_hf.prompts import (
     label_continuations,
     render_completion,
     render_input_generation_prompt,
+    render_rewrite_prompt,
     render_task_prompt,
     stop_strings,
 )
@@ -126,7 +129,14 @@ class _Synthesis:
         self.show_progress = show_progress
         self.is_cls = spec.is_classification
         self.labels = tuple(spec.labels or ())
-        self.num_rounds = math.ceil(config.num_inputs / config.prompts_per_round)
+        self.corpus_rows: list[str] | None = None
+        raw_inputs = config.num_inputs
+        if config.corpus:
+            texts = load_corpus(config.corpus, config.corpus_field)
+            self.corpus_rows = [texts[i] for i in rank_corpus(texts, spec)][: config.num_inputs]
+            raw_inputs = len(self.corpus_rows)  # a corpus smaller than num_inputs gives what it has
+        self.raw_inputs = raw_inputs
+        self.num_rounds = math.ceil(raw_inputs / config.prompts_per_round)
         budget = config.max_prompt_tokens
         if context_length:
             budget = min(budget, context_length - config.input_max_new_tokens)
@@ -142,8 +152,20 @@ class _Synthesis:
         demo_out = [len(d.output) for d in spec.demonstrations]
         window = (config.length_sigmas, config.length_min_sigma_ratio)
         markers = format_markers(d.input for d in spec.demonstrations)
+        novelty = None
+        if "novelty" in (
+            config.input_filters_classification if self.is_cls else config.input_filters_generation
+        ):
+            novelty = NoveltyIndex(d.input for d in spec.demonstrations)
         self.input_ctx = FilterContext(
-            length_window(demo_in, *window), noise, chat, self.seen, self.labels, markers
+            length_window(demo_in, *window),
+            noise,
+            chat,
+            self.seen,
+            self.labels,
+            markers,
+            novelty,
+            config.novelty_threshold,
         )
         self.output_ctx = FilterContext(
             length_window(demo_out, *window), noise, chat, frozenset(), self.labels
@@ -232,6 +254,21 @@ class _Synthesis:
         examples = self._examples(rng, 0)
         return render_input_generation_prompt(self.spec, examples, self.tokenizer, label) + self.input_prefix
 
+    def rewrite_prompts(self, round_index: int, sources: list[str]) -> list[str]:
+        """ReBase: the model turns each retrieved text into one input in the demonstrations' format."""
+        rng = random.Random(f"{self.config.seed}:{round_index}:rewrite")
+        prompts = []
+        for source in sources:
+            limit = min(self.config.max_pool_examples, len(self.pool))
+            examples = self._examples(rng, rng.randint(1, limit) if limit else 0)
+            prompt = render_rewrite_prompt(self.spec, examples, source, self.tokenizer)
+            if (
+                self._count_tokens(prompt) > self.input_prompt_budget
+            ):  # a long source: the demonstrations alone
+                prompt = render_rewrite_prompt(self.spec, self._examples(rng, 0), source, self.tokenizer)
+            prompts.append(prompt + self.input_prefix)
+        return prompts
+
     def _examples(self, rng: random.Random, pool_count: int) -> list[str]:
         """The demonstration inputs and ``pool_count`` accepted inputs, shuffled if configured."""
         examples = [d.input for d in self.spec.demonstrations] + rng.sample(self.pool, pool_count)
@@ -264,7 +301,7 @@ class _Synthesis:
             if not verdict.keep:
                 funnel.drop(f"input:{verdict.reason}", example=verdict.text)
                 continue
-            self.seen.add(normalize_answer(verdict.text))
+            self._remember(verdict.text)
             accepted.append(verdict.text)
         return accepted
 
@@ -398,10 +435,17 @@ class _Synthesis:
     # ---------------------------------------------------------------- rounds
     def run_round(self, round_index: int) -> dict[str, Any]:
         c = self.config
-        count = min(c.prompts_per_round, c.num_inputs - round_index * c.prompts_per_round)
+        first = round_index * c.prompts_per_round
+        count = min(c.prompts_per_round, self.raw_inputs - first)
         funnel = Funnel(raw=count)
-        prompts = self.input_prompts(round_index, count)
-        generated = self.generate_inputs(round_index, prompts)
+        if self.corpus_rows is not None and c.corpus_mode == "inputs":
+            generated = self.corpus_rows[first : first + count]  # retrieved texts are the inputs
+        else:
+            if self.corpus_rows is not None:  # rewrite: one prompt per retrieved text
+                prompts = self.rewrite_prompts(round_index, self.corpus_rows[first : first + count])
+            else:
+                prompts = self.input_prompts(round_index, count)
+            generated = self.generate_inputs(round_index, prompts)
         accepted = self.filter_inputs(generated, funnel)
         self.pool.extend(accepted)
         annotated = self.annotate(round_index, accepted, funnel)
@@ -412,10 +456,16 @@ class _Synthesis:
             "funnel": funnel.to_dict(),
         }
 
+    def _remember(self, text: str) -> None:
+        """An accepted input: later ones may not repeat it (duplicate) or resemble it too closely (novelty)."""
+        self.seen.add(normalize_answer(text))
+        if self.input_ctx.novelty is not None:
+            self.input_ctx.novelty.add(text)
+
     def restore(self, data: dict[str, Any]) -> None:
         for text in data["accepted_inputs"]:
             self.pool.append(text)
-            self.seen.add(normalize_answer(text))
+            self._remember(text)
 
     def run(self) -> SynthesisResult:
         self.check_demonstrations_fit()
@@ -483,6 +533,13 @@ class _Synthesis:
             pool_size=len(self.pool),
             annotation="likelihood" if self.by_likelihood else f"vote over {self.config.num_samples} samples",
         )
+        if self.corpus_rows is not None:
+            funnel.notes["corpus"] = {
+                "name": os.path.basename(self.config.corpus or ""),
+                "fingerprint": corpus_fingerprint(self.config.corpus),
+                "mode": self.config.corpus_mode,
+                "rows_used": len(self.corpus_rows),
+            }
         if funnel.raw - funnel.total_dropped != funnel.kept:
             raise RuntimeError(f"funnel does not add up: {funnel.to_dict()}")
         if not rows:

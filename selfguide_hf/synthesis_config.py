@@ -18,6 +18,7 @@ from selfguide_hf.filters import FILTERS
 __all__ = ["PRESETS", "SynthesisConfig"]
 
 ANNOTATION_METHODS = ("sample", "likelihood")
+CORPUS_MODES = ("inputs", "rewrite")
 BALANCE_METHODS = ("downsample", "none")
 CALIBRATION_METHODS = ("none", "batch", "balanced", "content_free")
 ASSIGNMENT_METHODS = ("argmax", "balanced")
@@ -42,6 +43,12 @@ class SynthesisConfig:
     num_inputs: int = 100  # raw inputs to generate; rounds = ceil(num_inputs / prompts_per_round)
     seed: int = 0
     prompts_per_round: int = 10
+    # --- inputs from a corpus instead of the model's imagination (ReBase): see selfguide_hf/corpus.py
+    corpus: str | None = None  # a file or saved folder of unlabeled texts; None: the model writes every input
+    corpus_field: str = "text"
+    corpus_mode: str = (
+        "inputs"  # "inputs": retrieved texts are the inputs; "rewrite": the model rewrites each
+    )
     # --- input generation
     label_conditioned: bool = True  # classification prompts name a uniformly drawn label
     max_pool_examples: int = 10  # each prompt shows 1..this many accepted inputs from earlier rounds
@@ -65,6 +72,7 @@ class SynthesisConfig:
     length_sigmas: float = 2.0  # window mu ± k·sigma over the demonstrations' character lengths
     length_min_sigma_ratio: float = 0.0  # floor sigma at this fraction of mu (few demonstrations)
     chat_phrases: bool = True  # the noise filter also drops canned chat replies
+    novelty_threshold: float = 0.7  # "novelty" filter: drop above this ROUGE-L F1 with an accepted input
     # --- annotation
     classification_annotation: str = "sample"  # "sample" + vote, or "likelihood" (most likely label)
     num_samples: int = 10
@@ -116,7 +124,7 @@ class SynthesisConfig:
         ):
             value = getattr(self, name)
             _check(_is_number(value) and value >= 0, name, "a number >= 0", value)
-        for name in ("min_frequency", "min_label_probability"):
+        for name in ("min_frequency", "min_label_probability", "novelty_threshold"):
             value = getattr(self, name)
             _check(_is_number(value) and 0 <= value <= 1, name, "a number in [0, 1]", value)
         for name in FILTER_FIELDS:
@@ -141,6 +149,15 @@ class SynthesisConfig:
             self.label_calibration,
         )
         _check(self.balance in BALANCE_METHODS, "balance", f"one of {list(BALANCE_METHODS)}", self.balance)
+        _check(
+            self.corpus_mode in CORPUS_MODES, "corpus_mode", f"one of {list(CORPUS_MODES)}", self.corpus_mode
+        )
+        _check(
+            self.corpus is None or (isinstance(self.corpus, str) and bool(self.corpus)),
+            "corpus",
+            "a file or folder path, or None",
+            self.corpus,
+        )
         if self.classification_annotation == "sample":
             _check(
                 "label" in self.output_filters_classification,

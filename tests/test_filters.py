@@ -185,3 +185,44 @@ def test_register_filter_rejects_a_second_function_under_a_name() -> None:
             register_filter("test_always_keep")(lambda text, ctx: Verdict.kept(text))
     finally:
         FILTERS.pop("test_always_keep")
+
+
+# ------------------------------------------------------------------ novelty
+def test_rouge_l_f1_is_the_lcs_f_measure() -> None:
+    from selfguide_hf.filters import rouge_l_f1
+
+    assert rouge_l_f1(["the", "cat", "sat", "on", "the", "mat"], ["the", "cat", "sat"]) == pytest.approx(
+        2 * 3 / 9
+    )
+    assert rouge_l_f1(["a", "b", "c", "d"], ["d", "c", "b", "a"]) == pytest.approx(2 * 1 / 8)
+    assert rouge_l_f1([], ["a"]) == 0.0 and rouge_l_f1(["a"], ["a"]) == 1.0
+
+
+def test_novelty_filter_drops_near_copies_of_accepted_inputs_and_demonstrations() -> None:
+    from selfguide_hf.filters import NoveltyIndex
+
+    index = NoveltyIndex(["Premise: a man walks his dog in the park. Hypothesis: a man is outside."])
+    ctx = FilterContext(novelty=index, novelty_threshold=0.7)
+    near = "Premise: a man walks his dog in the park. Hypothesis: a person is outside."
+    assert apply_filters(near, ("novelty",), ctx) == Verdict.dropped("novelty", near)
+    new = "Premise: two children build a sandcastle. Hypothesis: the kids are at the beach."
+    assert apply_filters(new, ("novelty",), ctx).keep
+    index.add(new)  # accepted: now a near copy of it is refused too
+    assert not apply_filters(new.replace("two", "three"), ("novelty",), ctx).keep
+    loose = FilterContext(novelty=index, novelty_threshold=0.95)
+    assert apply_filters(near, ("novelty",), loose).keep  # 0.95 lets a paraphrase through
+
+
+def test_novelty_index_agrees_with_the_pairwise_definition() -> None:
+    import random
+
+    from selfguide_hf.filters import NoveltyIndex, _words, rouge_l_f1
+
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(30)]
+    texts = [" ".join(rng.choices(vocab, k=rng.randint(3, 12))) for _ in range(60)]
+    index = NoveltyIndex(texts[:40])
+    for text in texts[40:]:
+        best = max(rouge_l_f1(_words(text), _words(other)) for other in texts[:40])
+        for threshold in (0.3, 0.5, 0.7):
+            assert index.exceeds(text, threshold) == (best > threshold)
