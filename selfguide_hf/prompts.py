@@ -137,12 +137,7 @@ def stop_strings(tokenizer: Any) -> list[str]:
 
 
 # ------------------------------------------------------ input generation prompt
-def input_generation_message(spec: TaskSpec, examples: Sequence[str], label: str | None = None) -> str:
-    """Ask for one new task input, shown the instruction and example inputs.
-
-    For classification a target label is named to spread the classes; it is
-    not kept: the input is annotated afterwards like any other.
-    """
+def _task_and_examples(spec: TaskSpec, examples: Sequence[str]) -> list[str]:
     lines = [
         "You write inputs for a task. Here is the task instruction:",
         "",
@@ -152,6 +147,25 @@ def input_generation_message(spec: TaskSpec, examples: Sequence[str], label: str
     ]
     for i, example in enumerate(examples, 1):
         lines += ["", f"Example {i}:", example]
+    return lines
+
+
+def _request_prompt(message: str, tokenizer: Any) -> str:
+    """A request for one new input, as a user turn (chat template) or in the plain format."""
+    if has_chat_template(tokenizer):
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
+        )
+    return _plain(f"{message}\n\nNew input:", tokenizer)
+
+
+def input_generation_message(spec: TaskSpec, examples: Sequence[str], label: str | None = None) -> str:
+    """Ask for one new task input, shown the instruction and example inputs.
+
+    For classification a target label is named to spread the classes; it is
+    not kept: the input is annotated afterwards like any other.
+    """
+    lines = _task_and_examples(spec, examples)
     lines.append("")
     request = "Write one new input for this task, different from the examples"
     if label is not None:
@@ -164,25 +178,12 @@ def input_generation_message(spec: TaskSpec, examples: Sequence[str], label: str
 def render_input_generation_prompt(
     spec: TaskSpec, examples: Sequence[str], tokenizer: Any, label: str | None = None
 ) -> str:
-    message = input_generation_message(spec, examples, label)
-    if has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
-        )
-    return _plain(f"{message}\n\nNew input:", tokenizer)
+    return _request_prompt(input_generation_message(spec, examples, label), tokenizer)
 
 
 def rewrite_message(spec: TaskSpec, examples: Sequence[str], source: str) -> str:
     """Ask for one new task input made from a text of the user's corpus (ReBase's rewrite step)."""
-    lines = [
-        "You write inputs for a task. Here is the task instruction:",
-        "",
-        spec.instruction,
-        "",
-        "Example inputs:",
-    ]
-    for i, example in enumerate(examples, 1):
-        lines += ["", f"Example {i}:", example]
+    lines = _task_and_examples(spec, examples)
     lines += [
         "",
         "Here is a text from another source:",
@@ -196,12 +197,7 @@ def rewrite_message(spec: TaskSpec, examples: Sequence[str], source: str) -> str
 
 
 def render_rewrite_prompt(spec: TaskSpec, examples: Sequence[str], source: str, tokenizer: Any) -> str:
-    message = rewrite_message(spec, examples, source)
-    if has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": message}], tokenize=False, add_generation_prompt=True
-        )
-    return _plain(f"{message}\n\nNew input:", tokenizer)
+    return _request_prompt(rewrite_message(spec, examples, source), tokenizer)
 
 
 def input_generation_stop_strings(tokenizer: Any) -> list[str]:
