@@ -24,6 +24,7 @@ BUILDER_MODULE = "selfguide_hf.builder"
 _HASHED_SOURCES = (
     "builder.py",
     "synthesis.py",
+    "annotation.py",
     "synthesis_config.py",
     "calibration.py",
     "checkpoints.py",

@@ -1,0 +1,160 @@
+"""Annotation of accepted inputs: n samples and a self-consistency vote, or the most likely label.
+
+A mixin of the synthesis loop (`synthesis._Synthesis`): it reads the loop's
+engine, tokenizer, config, filters and process state, and turns accepted
+inputs into rows; kept apart so the loop file holds the rounds and this one
+how an answer is chosen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from typing import Any
+
+from selfguide_hf.calibration import assign_balanced_labels, calibrate_label_scores, mean_columns, softmax
+from selfguide_hf.distributed import generate_distributed, score_distributed
+from selfguide_hf.filters import Verdict, apply_filters, self_consistency_vote
+from selfguide_hf.funnel import Funnel
+from selfguide_hf.generation import SamplingParams
+from selfguide_hf.prompts import label_continuations, render_completion, render_task_prompt, stop_strings
+
+# Inputs carrying no content, to measure the label prior for calibration (Zhao et al. 2021).
+CONTENT_FREE_INPUTS: tuple[str, ...] = ("N/A", "[MASK]", "")
+
+
+def derive_seed(seed: int, round_index: int, purpose: str) -> int:
+    """A seed for one purpose of one round, stable across runs and Python versions."""
+    digest = hashlib.sha256(f"{seed}:{round_index}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class AnnotationMixin:
+    """`annotate` and `label_by_likelihood` for the synthesis loop."""
+
+    # ----------------------------------------------------------- annotation
+    def annotate(self, round_index: int, inputs: list[str], funnel: Funnel) -> dict[str, Any]:
+        """Sampled answers voted into rows now; label log-likelihoods, labelled once all rounds are in.
+
+        Returns ``{"rows": [...]}`` (vote) or ``{"scored": [{"input", "scores"}]}`` (likelihood);
+        inputs without a trusted answer are counted in the funnel.
+        """
+        prompts = [render_task_prompt(self.spec, text, self.tokenizer) for text in inputs]
+        fits = [
+            self.task_prompt_budget is None or self._count_tokens(p) <= self.task_prompt_budget
+            for p in prompts
+        ]
+        for text, ok in zip(inputs, fits):
+            if not ok:
+                funnel.drop("annotation:too_long", example=text)
+        inputs = [t for t, ok in zip(inputs, fits) if ok]
+        prompts = [p for p, ok in zip(prompts, fits) if ok]
+        if not inputs:
+            return {"rows": [], "scored": []}
+        if self.by_likelihood:
+            scores = score_distributed(self.engine, prompts, self._choices(), self.state)
+            return {"rows": [], "scored": [{"input": t, "scores": s} for t, s in zip(inputs, scores)]}
+        answers = self._annotate_by_vote(round_index, prompts, funnel)
+        rows = [
+            self._row(text, answer[0], round_index, answer[1], answer[2])
+            for text, answer in zip(inputs, answers)
+            if answer is not None
+        ]
+        return {"rows": rows, "scored": []}
+
+    def _row(
+        self, text: str, output: str, round_index: int, share: float, agreeing: int | None
+    ) -> dict[str, Any]:
+        return {
+            "prompt": render_task_prompt(self.spec, text, self.tokenizer),
+            "completion": render_completion(self.spec, text, output, self.tokenizer),
+            "input": text,
+            "output": output,
+            "round": round_index,
+            "vote_share": round(float(share), 6),
+            "num_agreeing": agreeing,
+        }
+
+    def _annotate_by_vote(
+        self, round_index: int, prompts: list[str], funnel: Funnel
+    ) -> list[tuple[str, float, int | None] | None]:
+        c = self.config
+        sampling = SamplingParams(
+            max_new_tokens=self.answer_budget,
+            temperature=c.annotation_temperature,
+            top_k=c.annotation_top_k,
+            top_p=c.annotation_top_p,
+            n=c.num_samples,
+            stop=stop_strings(self.tokenizer),
+            seed=derive_seed(c.seed, round_index, "annotation"),
+        )
+        samples = funnel.notes.setdefault("sample_drops", {})
+        answers: list[tuple[str, float, int | None] | None] = []
+        for outs in generate_distributed(self.engine, prompts, sampling, self.state):
+            survivors, reasons = [], Counter()
+            for out in outs:
+                if (
+                    self.answer_budget < c.annotation_max_new_tokens
+                    and self._count_tokens(out) >= self.answer_budget - 1
+                ):
+                    verdict = Verdict(False, "truncated", out)  # cut at the length budget
+                else:
+                    verdict = apply_filters(out, self.output_filters, self.output_ctx)
+                if verdict.keep:
+                    survivors.append(verdict.text)
+                else:
+                    reasons[verdict.reason] += 1
+                    samples[verdict.reason] = samples.get(verdict.reason, 0) + 1
+            if not survivors:
+                # Name the input's drop after what happened to most of its samples.
+                funnel.drop(f"annotation:{reasons.most_common(1)[0][0]}", example=outs[0])
+                answers.append(None)
+                continue
+            winner, share, count = self_consistency_vote(survivors, c.min_frequency)
+            if winner is None:
+                funnel.drop("vote:min_frequency", example=" | ".join(survivors[:5]))
+                answers.append(None)
+            else:
+                answers.append((winner, share, count))
+        return answers
+
+    def _choices(self) -> list[str]:
+        """Each label as the text that follows the task prompt (e.g. " E" in the plain format)."""
+        if self._label_choices is None:
+            self._label_choices = label_continuations(self.spec, self.tokenizer)
+        return self._label_choices
+
+    def _content_free_prior(self) -> list[float]:
+        """Mean label probabilities on inputs with no content ("N/A", ...): Zhao et al. 2021."""
+        if self._label_prior is None:
+            prompts = [render_task_prompt(self.spec, text, self.tokenizer) for text in CONTENT_FREE_INPUTS]
+            probs = [softmax(s) for s in score_distributed(self.engine, prompts, self._choices(), self.state)]
+            self._label_prior = mean_columns(probs)
+        return self._label_prior
+
+    def label_by_likelihood(self, rounds: list[dict[str, Any]], funnel: Funnel) -> list[dict[str, Any]]:
+        """The most likely label of every scored input, after calibration, as rows.
+
+        ``batch`` calibration (Zhou et al. 2023) divides by the mean label
+        probability over all generated inputs, so a label the model favours
+        everywhere does not take every input; it needs all rounds, hence here.
+        """
+        scored = [(data["round"], item) for data in rounds for item in data.get("scored", [])]
+        if not scored:
+            return []
+        method = self.config.label_calibration
+        fixed_prior = self._content_free_prior() if method == "content_free" else None
+        probs, prior = calibrate_label_scores([item["scores"] for _, item in scored], method, fixed_prior)
+        if prior is not None:
+            funnel.notes["label_prior"] = {label: round(q, 4) for label, q in zip(self.labels, prior)}
+        if self.config.label_assignment == "balanced":
+            choice = assign_balanced_labels(probs)
+        else:
+            choice = [max(range(len(row)), key=row.__getitem__) for row in probs]
+        rows = []
+        for (round_index, item), row, best in zip(scored, probs, choice):
+            if row[best] < self.config.min_label_probability:
+                funnel.drop("vote:low_confidence")
+                continue
+            rows.append(self._row(item["input"], self.labels[best], round_index, row[best], None))
+        return rows

@@ -1,0 +1,102 @@
+"""The evaluation stage of a run: which rows, do they fit, and each score cached under what it depends on.
+
+A score is reused only when the base weights, the adapter (its identity and
+files), the rows, the evaluation code, the batch size and the engine are all
+unchanged; every answer is written beside it for inspection.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from selfguide_hf.fingerprints import EVALUATION_SOURCES, hash_value, source_hash
+from selfguide_hf.run_dir import file_digests, read_manifest, write_json_atomic
+
+if TYPE_CHECKING:  # the pipeline imports this module; only its run type is needed here
+    from selfguide_hf.pipeline import SelfGuideRun
+
+EVAL_DIR = "eval"
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+# --------------------------------------------------------------- evaluation
+def eval_rows(run: SelfGuideRun) -> list[dict[str, Any]]:
+    """The rows both models are scored on; read (and checked) before any stage runs."""
+    from selfguide_hf.evaluation import DEFAULT_MAX_EVAL, load_eval_rows
+
+    return load_eval_rows(
+        run.spec,
+        run.args.eval_file,
+        split=run.args.eval_split,
+        max_eval=run.args.eval_max_rows or DEFAULT_MAX_EVAL,
+    )
+
+
+def check_rows_fit(run: SelfGuideRun, rows: list[dict[str, Any]]) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    from selfguide_hf.evaluation import check_prompts_fit, model_context
+
+    tokenizer = AutoTokenizer.from_pretrained(run.model_path)
+    check_prompts_fit(run.spec, rows, tokenizer, model_context(AutoConfig.from_pretrained(run.model_path)))
+
+
+def evaluation_key(run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None) -> dict[str, Any]:
+    """What a score depends on: base weights, adapter (identity and files), rows, evaluation code, batch."""
+    key: dict[str, Any] = {
+        "model": run.weights,
+        "task": run.spec.fingerprint(),
+        "rows": hash_value(rows),
+        "code": source_hash(EVALUATION_SOURCES),
+        "batch_size": run.args.eval_batch_size,
+        "engine": run.engine,
+        "adapter": None,
+    }
+    if adapter is not None:
+        manifest = read_manifest(adapter) or {}
+        key["adapter"] = {"identity": hash_value(manifest.get("identity")), "files": file_digests(adapter)}
+    return key
+
+
+def evaluate(
+    run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None, name: str
+) -> dict[str, Any]:
+    """Score the base model (``adapter=None``) or the tuned one, reusing a finished score with the same key."""
+    from selfguide_hf.evaluation import evaluate_saved_model, write_predictions
+
+    started = time.perf_counter()
+    path = run.run_dir / EVAL_DIR / f"{name}.json"
+    key = evaluation_key(run, rows, adapter)
+    result: dict[str, Any] | None = None
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("key") == key:
+            _say(f"reusing the finished evaluation {path}")
+            result = saved["result"]
+    if result is None:
+        scored = evaluate_saved_model(
+            run.model_path,
+            adapter,
+            run.spec,
+            rows,
+            batch_size=run.args.eval_batch_size,
+            engine=run.engine,
+            vllm_options=run.vllm_options,
+        )
+        write_predictions(run.run_dir / EVAL_DIR / f"{name}.predictions.jsonl", rows, scored.predictions)
+        result = scored.summary()
+        write_json_atomic(path, {"key": key, "result": result})
+    run.timings[f"{name.replace('_', '-')} evaluation"] = time.perf_counter() - started
+    return result
+
+
+# --------------------------------------------------------------------- all
