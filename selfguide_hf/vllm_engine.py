@@ -19,12 +19,22 @@ reproducible from the start, and a call's ``seed`` is used on GPUs only.
 The engine core is a separate process: a script that builds one needs the
 ``if __name__ == "__main__":`` guard, and `close()` (or ``with``) returns its
 memory before training starts in the same process.
+
+CPU cores: vLLM's automatic binding keeps one core for its scheduler process.
+On a machine of a few cores that is a large share of its compute (on 2 cores,
+sampling and greedy decoding ran 1.65x faster with both cores given to the
+model, docs/BENCHMARKS.md), so there the engine binds all of this process's
+cores; given fewer threads than cores (other jobs share the machine) it binds
+none and runs that many threads. ``VLLM_CPU_OMP_THREADS_BIND`` or
+``VLLM_CPU_NUM_OF_RESERVED_CPU`` set by the user win over both.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from selfguide_hf.generation import (
@@ -42,6 +52,20 @@ __all__ = ["DEFAULT_CPU_KV_CACHE_GB", "VLLMEngine", "vllm_available"]
 
 # The KV cache vLLM reserves on a CPU (its GPU default, a share of device memory, is refused on CPUs).
 DEFAULT_CPU_KV_CACHE_GB = 2.0
+# Up to this many cores, no core is kept back for vLLM's scheduler process.
+SMALL_MACHINE_CORES = 4
+
+
+def cpu_thread_env(threads: int | None) -> dict[str, str]:
+    """Environment for vLLM's CPU worker: how many cores it computes on (see the module docstring)."""
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ or "VLLM_CPU_NUM_OF_RESERVED_CPU" in os.environ:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if threads is not None and threads < cores:
+        return {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(max(1, threads))}
+    if cores <= SMALL_MACHINE_CORES:
+        return {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    return {}
 
 
 def vllm_available() -> bool:
@@ -58,6 +82,21 @@ def vllm_available() -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration of a block, then restore them."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
 def on_cpu() -> bool:
     import torch
 
@@ -69,7 +108,8 @@ class VLLMEngine:
 
     ``kv_cache_gb`` bounds the KV cache (default: 2 GiB on a CPU, vLLM's share
     of GPU memory on a GPU); ``tensor_parallel_size`` spreads one model over
-    GPUs. ``dtype`` "float32" makes greedy outputs comparable with the
+    GPUs; ``threads`` is the CPU threads to compute on (default: torch's
+    setting in this process, which ``--threads`` sets). ``dtype`` "float32" makes greedy outputs comparable with the
     transformers engine; "auto" is the model's own (bf16 for most).
     """
 
@@ -83,6 +123,7 @@ class VLLMEngine:
         max_model_len: int | None = None,
         kv_cache_gb: float | None = None,
         tensor_parallel_size: int = 1,
+        threads: int | None = None,
         show_progress: bool = False,
         **llm_kwargs: Any,
     ) -> None:
@@ -103,15 +144,19 @@ class VLLMEngine:
         }
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        env: dict[str, str] = {"VLLM_CONFIGURE_LOGGING": os.environ.get("VLLM_CONFIGURE_LOGGING", "0")}
         if self.cpu:
+            import torch
+
             kwargs.setdefault("enforce_eager", True)  # compiling graphs costs minutes of start-up on a CPU
             kv_cache_gb = DEFAULT_CPU_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
+            env.update(cpu_thread_env(threads if threads is not None else torch.get_num_threads()))
         if kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * (1 << 30))
-        os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
         logger.info("starting vLLM on %s (%s)", model_path, "CPU" if self.cpu else "GPU")
         before = _child_pids()
-        self.llm = LLM(**kwargs)
+        with _environment(env):  # read by the engine core process when it is spawned
+            self.llm = LLM(**kwargs)
         self._processes = _child_pids() - before  # the engine core and its workers: waited for on close
 
     # ------------------------------------------------------------ lifetime

@@ -306,8 +306,7 @@ def test_two_processes_split_the_work(kwargs: dict[str, Any], tmp_path: Path) ->
         "torch.distributed.run",
         "--nproc_per_node",
         "2",
-        "--master_port",
-        "29547",
+        "--standalone",  # a free port of its own: a fixed one can be held by an earlier run
         str(script),
         json.dumps(kwargs),
         str(out),

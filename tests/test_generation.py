@@ -379,8 +379,7 @@ def test_generate_distributed_two_processes(tiny_dir, model_and_tokenizer, promp
             "torch.distributed.run",
             "--nproc_per_node",
             "2",
-            "--master_port",
-            "29531",
+            "--standalone",  # a free port of its own: a fixed one can be held by an earlier run
             str(script),
             str(tiny_dir),
             str(out),

@@ -177,3 +177,42 @@ def test_load_dataset_with_vllm_caches_and_keys_on_the_engine(vllm_model_dir: Pa
     assert builder.as_dataset("train")["input"] == first["input"]
     other = SelfGuideDataset(engine="transformers", **common)
     assert other.config_id != builder.config_id  # another engine makes other data
+
+
+def test_cpu_cores_given_to_the_model(monkeypatch) -> None:
+    """Few cores: none kept back for the scheduler; fewer threads than cores: no binding; the user's setting wins."""
+    from selfguide_hf import vllm_engine
+
+    for key in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(vllm_engine.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert vllm_engine.cpu_thread_env(2) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert vllm_engine.cpu_thread_env(1) == {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}
+    monkeypatch.setattr(vllm_engine.os, "sched_getaffinity", lambda _pid: set(range(16)))
+    assert vllm_engine.cpu_thread_env(16) == {}  # a large machine: vLLM's own binding
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0-3")
+    assert vllm_engine.cpu_thread_env(2) == {}
+
+
+def test_engine_core_process_gets_the_thread_environment(engines) -> None:
+    """The spawned engine core sees the settings; this process's environment is restored."""
+    import os
+
+    import torch
+
+    from selfguide_hf.vllm_engine import cpu_thread_env
+
+    _, engine = engines
+    expected = cpu_thread_env(torch.get_num_threads())
+    for key in expected:
+        assert key not in os.environ or key == "OMP_NUM_THREADS"
+    seen = {}
+    for pid in engine._processes:
+        try:
+            raw = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        seen.update(dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item))
+    assert seen, "no engine process found"
+    for key, value in expected.items():
+        assert seen.get(key) == value, (key, seen.get(key))
