@@ -212,7 +212,9 @@ def test_engine_core_process_gets_the_thread_environment(engines) -> None:
             raw = Path(f"/proc/{pid}/environ").read_bytes()
         except OSError:
             continue
-        seen.update(dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item))
+        seen.update(
+            dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
+        )
     assert seen, "no engine process found"
     for key, value in expected.items():
         assert seen.get(key) == value, (key, seen.get(key))
