@@ -17,7 +17,15 @@ from selfguide_hf.distributed import generate_distributed, score_distributed
 from selfguide_hf.filters import Verdict, apply_filters, self_consistency_vote
 from selfguide_hf.funnel import Funnel
 from selfguide_hf.generation import SamplingParams
-from selfguide_hf.prompts import label_continuations, render_completion, render_task_prompt, stop_strings
+from selfguide_hf.prompts import (
+    extract_final_answer,
+    label_continuations,
+    reasoning_target,
+    render_completion,
+    render_task_prompt,
+    split_reasoning,
+    stop_strings,
+)
 
 # Inputs carrying no content, to measure the label prior for calibration (Zhao et al. 2021).
 CONTENT_FREE_INPUTS: tuple[str, ...] = ("N/A", "[MASK]", "")
@@ -39,7 +47,8 @@ class AnnotationMixin:
         Returns ``{"rows": [...]}`` (vote) or ``{"scored": [{"input", "scores"}]}`` (likelihood);
         inputs without a trusted answer are counted in the funnel.
         """
-        prompts = [render_task_prompt(self.spec, text, self.tokenizer) for text in inputs]
+        think = self.config.chain_of_thought and not self.by_likelihood
+        prompts = [render_task_prompt(self.spec, text, self.tokenizer, think) for text in inputs]
         fits = [
             self.task_prompt_budget is None or self._count_tokens(p) <= self.task_prompt_budget
             for p in prompts
@@ -56,31 +65,50 @@ class AnnotationMixin:
             return {"rows": [], "scored": [{"input": t, "scores": s} for t, s in zip(inputs, scores)]}
         answers = self._annotate_by_vote(round_index, prompts, funnel)
         rows = [
-            self._row(text, answer[0], round_index, answer[1], answer[2])
+            self._row(text, answer[0], round_index, answer[1], answer[2], answer[3])
             for text, answer in zip(inputs, answers)
             if answer is not None
         ]
         return {"rows": rows, "scored": []}
 
     def _row(
-        self, text: str, output: str, round_index: int, share: float, agreeing: int | None
+        self,
+        text: str,
+        output: str,
+        round_index: int,
+        share: float,
+        agreeing: int | None,
+        reasoning: str = "",
     ) -> dict[str, Any]:
+        """One synthetic row; with the "reasoning" target, prompt and completion are the reasoned ones."""
+        if self.config.reasoning_target != "reasoning":
+            reasoning = ""
+        think = bool(reasoning)
+        target = reasoning_target(reasoning, output) if think else output
         return {
-            "prompt": render_task_prompt(self.spec, text, self.tokenizer),
-            "completion": render_completion(self.spec, text, output, self.tokenizer),
+            "prompt": render_task_prompt(self.spec, text, self.tokenizer, think),
+            "completion": render_completion(self.spec, text, target, self.tokenizer, think),
             "input": text,
             "output": output,
             "round": round_index,
             "vote_share": round(float(share), 6),
             "num_agreeing": agreeing,
+            "reasoning": reasoning,
         }
 
     def _annotate_by_vote(
         self, round_index: int, prompts: list[str], funnel: Funnel
-    ) -> list[tuple[str, float, int | None] | None]:
+    ) -> list[tuple[str, float, int | None, str] | None]:
+        """(answer, vote share, agreeing samples, reasoning) per prompt, or None where no answer is trusted.
+
+        With chain of thought every sample is a reasoned reply: its final answer
+        is what the filters check and the vote counts, and the reasoning kept is
+        that of the first sample giving the winning answer.
+        """
         c = self.config
+        think = c.chain_of_thought
         sampling = SamplingParams(
-            max_new_tokens=self.answer_budget,
+            max_new_tokens=c.reasoning_max_new_tokens if think else self.answer_budget,
             temperature=c.annotation_temperature,
             top_k=c.annotation_top_k,
             top_p=c.annotation_top_p,
@@ -89,19 +117,26 @@ class AnnotationMixin:
             seed=derive_seed(c.seed, round_index, "annotation"),
         )
         samples = funnel.notes.setdefault("sample_drops", {})
-        answers: list[tuple[str, float, int | None] | None] = []
+        answers: list[tuple[str, float, int | None, str] | None] = []
         for outs in generate_distributed(self.engine, prompts, sampling, self.state):
             survivors, reasons = [], Counter()
+            reasoning_of: dict[str, str] = {}
             for out in outs:
-                if (
-                    self.answer_budget < c.annotation_max_new_tokens
+                answer = extract_final_answer(out) if think else out
+                if answer is None:
+                    verdict = Verdict(False, "no_final_answer", out)
+                elif (
+                    not think
+                    and self.answer_budget < c.annotation_max_new_tokens
                     and self._count_tokens(out) >= self.answer_budget - 1
                 ):
                     verdict = Verdict(False, "truncated", out)  # cut at the length budget
                 else:
-                    verdict = apply_filters(out, self.output_filters, self.output_ctx)
+                    verdict = apply_filters(answer, self.output_filters, self.output_ctx)
                 if verdict.keep:
                     survivors.append(verdict.text)
+                    if think:
+                        reasoning_of.setdefault(verdict.text, split_reasoning(out))
                 else:
                     reasons[verdict.reason] += 1
                     samples[verdict.reason] = samples.get(verdict.reason, 0) + 1
@@ -115,7 +150,7 @@ class AnnotationMixin:
                 funnel.drop("vote:min_frequency", example=" | ".join(survivors[:5]))
                 answers.append(None)
             else:
-                answers.append((winner, share, count))
+                answers.append((winner, share, count, reasoning_of.get(winner, "")))
         return answers
 
     def _choices(self) -> list[str]:

@@ -50,6 +50,9 @@ FEATURES = datasets.Features(
         "round": datasets.Value("int32"),
         "vote_share": datasets.Value("float64"),
         "num_agreeing": datasets.Value("int32"),  # null for likelihood annotation (no samples)
+        "reasoning": datasets.Value(
+            "string"
+        ),  # the training reasoning (reasoning_target "reasoning"), else ""
     }
 )
 _BUILDER_CONFIG_FIELDS = {"name", "version", "data_dir", "data_files", "description"}
@@ -244,7 +247,8 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self) -> Any:
         result = self._result or self._synthesize(process_state())
-        yield from enumerate(result.rows)
+        for i, row in enumerate(result.rows):
+            yield i, {"reasoning": "", **row}  # checkpointed rows from before the reasoning column
 
     def _download_and_prepare(self, dl_manager: Any, verification_mode: Any, **kwargs: Any) -> None:
         super()._download_and_prepare(dl_manager, verification_mode, **kwargs)

@@ -110,7 +110,8 @@ answered by the same model, filtered by rules and self-consistency. $num_rows ro
 
 Columns: `prompt` / `completion` (the task prompt and answer rendered with the generator's chat
 template), `input`, `output`, and provenance: `round` (synthesis round), `vote_share` and
-`num_agreeing` (self-consistency of the answer).
+`num_agreeing` (self-consistency of the answer), and `reasoning` (the chain of thought trained on, when
+the model was taught to reason; else empty).
 
 ## Task
 

@@ -64,6 +64,14 @@ def evaluation_key(run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path 
     return key
 
 
+def answers_with_reasoning(adapter: Path | None) -> bool:
+    """Whether the adapter was trained to reason before its answer (then it is prompted and read so)."""
+    if adapter is None:
+        return False
+    identity = (read_manifest(adapter) or {}).get("identity") or {}
+    return bool(identity.get("answers_with_reasoning"))
+
+
 def evaluate(
     run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None, name: str
 ) -> dict[str, Any]:
@@ -91,8 +99,11 @@ def evaluate(
             batch_size=run.args.eval_batch_size,
             engine=run.engine,
             vllm_options=run.vllm_options,
+            reasoning=answers_with_reasoning(adapter),
         )
-        write_predictions(run.run_dir / EVAL_DIR / f"{name}.predictions.jsonl", rows, scored.predictions)
+        write_predictions(
+            run.run_dir / EVAL_DIR / f"{name}.predictions.jsonl", rows, scored.predictions, scored.raw_outputs
+        )
         result = scored.summary()
         write_json_atomic(path, {"key": key, "result": result})
     run.timings[f"{name.replace('_', '-')} evaluation"] = time.perf_counter() - started

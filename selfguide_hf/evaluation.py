@@ -20,7 +20,12 @@ from typing import Any
 
 from selfguide_hf.generation import SamplingParams, TransformersEngine
 from selfguide_hf.metrics import load_metric
-from selfguide_hf.prompts import render_task_prompt, stop_strings
+from selfguide_hf.prompts import (
+    REASONING_MAX_NEW_TOKENS,
+    extract_final_answer,
+    render_task_prompt,
+    stop_strings,
+)
 from selfguide_hf.task import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -53,10 +58,14 @@ class EvalResult:
     copy_share: float | None = None
     # The score of a rule with no model: always the majority class, or the input copied as the answer.
     trivial_baseline: dict[str, Any] | None = None
+    # A model taught to reason: prompted for reasoning, scored on the answer after its "Answer:" line.
+    answered_with_reasoning: bool = False
+    raw_outputs: list[str] | None = None  # the reasoned replies the predictions were read from
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("predictions")
+        data.pop("raw_outputs")
         return data
 
 
@@ -188,14 +197,14 @@ def model_context(model_or_config: Any) -> int | None:
 
 
 def check_prompts_fit(
-    spec: TaskSpec, rows: list[dict[str, Any]], tokenizer: Any, context: int | None
+    spec: TaskSpec, rows: list[dict[str, Any]], tokenizer: Any, context: int | None, reasoning: bool = False
 ) -> None:
     """Refuse rows whose prompt plus answer budget overflows the model's context (never score them silently)."""
     if not context or not rows:
         return
-    budget = answer_budget(spec, tokenizer)
+    budget = REASONING_MAX_NEW_TOKENS if reasoning else answer_budget(spec, tokenizer)
     demos_only = len(
-        tokenizer(render_task_prompt(spec, "", tokenizer), add_special_tokens=False)["input_ids"]
+        tokenizer(render_task_prompt(spec, "", tokenizer, reasoning), add_special_tokens=False)["input_ids"]
     )
     if demos_only + budget > context:
         raise EvalDataError(
@@ -206,7 +215,7 @@ def check_prompts_fit(
     over = []
     for i, row in enumerate(rows):
         used = len(
-            tokenizer(render_task_prompt(spec, row["input"], tokenizer), add_special_tokens=False)[
+            tokenizer(render_task_prompt(spec, row["input"], tokenizer, reasoning), add_special_tokens=False)[
                 "input_ids"
             ]
         )
@@ -226,11 +235,13 @@ def predict(
     tokenizer: Any,
     inputs: list[str],
     max_new_tokens: int | None = None,
+    reasoning: bool = False,
 ) -> list[str]:
-    """Greedy answers to the task prompt for each input."""
-    prompts = [render_task_prompt(spec, text, tokenizer) for text in inputs]
+    """Greedy answers to the task prompt for each input (reasoned replies with ``reasoning``)."""
+    prompts = [render_task_prompt(spec, text, tokenizer, reasoning) for text in inputs]
+    default = REASONING_MAX_NEW_TOKENS if reasoning else answer_budget(spec, tokenizer)
     sampling = SamplingParams(
-        max_new_tokens=max_new_tokens or answer_budget(spec, tokenizer),
+        max_new_tokens=max_new_tokens or default,
         temperature=0.0,
         n=1,
         stop=stop_strings(tokenizer),
@@ -253,18 +264,21 @@ def evaluate_model(
     max_new_tokens: int | None = None,
     show_progress: bool = True,
     engine: Any = None,
+    reasoning: bool = False,
 ) -> EvalResult:
     """Greedy-decode every row and score it with the task's metric.
 
     `engine` overrides the transformers engine (e.g. a vLLM one); `model` is
-    then unused.
+    then unused. With ``reasoning`` the model is asked to reason first and
+    scored on the answer after its last ``Answer:`` line (none: an empty answer).
     """
     if not rows:
         raise EvalDataError(f"task {spec.name}: nothing to evaluate (0 rows)")
-    check_prompts_fit(spec, rows, tokenizer, model_context(model) if model is not None else None)
+    check_prompts_fit(spec, rows, tokenizer, model_context(model) if model is not None else None, reasoning)
     if engine is None:
         engine = TransformersEngine(model, tokenizer, batch_size=batch_size, show_progress=show_progress)
-    predictions = predict(engine, spec, tokenizer, [row["input"] for row in rows], max_new_tokens)
+    outputs = predict(engine, spec, tokenizer, [row["input"] for row in rows], max_new_tokens, reasoning)
+    predictions = [extract_final_answer(o) or "" for o in outputs] if reasoning else outputs
     scored = score_predictions(spec, predictions, [row["output"] for row in rows])
     result = EvalResult(
         task=spec.name,
@@ -273,6 +287,8 @@ def evaluate_model(
         num_examples=len(rows),
         predictions=predictions,
         row_scores=[float(x) for x in scored["scores"]],
+        answered_with_reasoning=reasoning,
+        raw_outputs=outputs if reasoning else None,
     )
     if spec.is_classification:
         result.majority_label, result.majority_rate = majority_class(rows)
@@ -347,16 +363,22 @@ def evaluate_saved_model(
     show_progress: bool = True,
     engine: str = "transformers",
     vllm_options: dict[str, Any] | None = None,
+    reasoning: bool = False,
 ) -> EvalResult:
     """Load (base ± adapter) and score it on ``rows``: the one evaluation path of the package.
 
     ``engine`` "vllm" serves the same merged model through vLLM (an adapter is
-    merged into the base and saved to a temporary folder first).
+    merged into the base and saved to a temporary folder first); ``reasoning``:
+    see `evaluate_model`.
     """
     if engine == "vllm":
-        return _evaluate_with_vllm(model_path, adapter, spec, rows, show_progress, vllm_options or {})
+        return _evaluate_with_vllm(
+            model_path, adapter, spec, rows, show_progress, vllm_options or {}, reasoning
+        )
     model, tokenizer = load_for_evaluation(model_path, adapter)
-    return evaluate_model(model, tokenizer, spec, rows, batch_size=batch_size, show_progress=show_progress)
+    return evaluate_model(
+        model, tokenizer, spec, rows, batch_size=batch_size, show_progress=show_progress, reasoning=reasoning
+    )
 
 
 def _evaluate_with_vllm(
@@ -366,6 +388,7 @@ def _evaluate_with_vllm(
     rows: list[dict[str, Any]],
     show_progress: bool,
     vllm_options: dict[str, Any],
+    reasoning: bool = False,
 ) -> EvalResult:
     import tempfile
 
@@ -390,20 +413,24 @@ def _evaluate_with_vllm(
         tokenizer = AutoTokenizer.from_pretrained(path)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        check_prompts_fit(spec, rows, tokenizer, model_context(AutoConfig.from_pretrained(path)))
+        check_prompts_fit(spec, rows, tokenizer, model_context(AutoConfig.from_pretrained(path)), reasoning)
         engine = make_engine("vllm", path, tokenizer, show_progress=show_progress, **vllm_options)
         try:
-            return evaluate_model(None, tokenizer, spec, rows, engine=engine)
+            return evaluate_model(None, tokenizer, spec, rows, engine=engine, reasoning=reasoning)
         finally:
             engine.close()
 
 
-def write_predictions(path: Path, rows: list[dict[str, Any]], predictions: list[str]) -> None:
-    """Every eval row with the model's raw answer, so a score can be checked by eye."""
+def write_predictions(
+    path: Path, rows: list[dict[str, Any]], predictions: list[str], raw_outputs: list[str] | None = None
+) -> None:
+    """Every eval row with the model's raw answer (and reasoned reply), so a score can be checked by eye."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for row, prediction in zip(rows, predictions, strict=True):
+        for i, (row, prediction) in enumerate(zip(rows, predictions, strict=True)):
             record = {"input": row["input"], "references": row["output"], "prediction": prediction}
+            if raw_outputs is not None:
+                record["reasoned_reply"] = raw_outputs[i]
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     tmp.replace(path)

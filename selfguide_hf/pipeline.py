@@ -140,6 +140,7 @@ class SyntheticData:
     funnel: dict[str, Any] | None
     source: str
     fingerprint: str
+    reasoning: bool = False  # rows carry reasoning: the model is taught to reason, and evaluated so
 
 
 def _say(message: str) -> None:
@@ -293,8 +294,16 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
             run.spec, model=run.args.model, seed=run.synthesis_seed, preset=preset, **kwargs
         )
         funnel, source = get_funnel(dataset), "builder"
-    rows = [{"input": r["input"], "output": r["output"]} for r in dataset]
-    data = SyntheticData(dataset, funnel, source, hash_value(rows))
+    rows = [
+        {
+            "input": r["input"],
+            "output": r["output"],
+            **({"reasoning": r["reasoning"]} if r.get("reasoning") else {}),
+        }
+        for r in dataset
+    ]
+    reasoning = any("reasoning" in r for r in rows)
+    data = SyntheticData(dataset, funnel, source, hash_value(rows), reasoning)
     if run.is_main_process:
         out = run.run_dir / SYNTHETIC_DIR
         out.mkdir(parents=True, exist_ok=True)
@@ -338,6 +347,9 @@ def training_identity(run: SelfGuideRun, data: SyntheticData) -> dict[str, Any]:
     return {
         **_run_keys(run),
         "synthetic_rows": data.fingerprint,
+        **(
+            {"answers_with_reasoning": True} if data.reasoning else {}
+        ),  # absent otherwise: old adapters match
         "training": {name: plain(getattr(targs, name, None)) for name in TRAINING_FIELDS},
         "model": {name: plain(getattr(margs, name, None)) for name in MODEL_FIELDS},
         "max_train_rows": run.args.max_train_rows,

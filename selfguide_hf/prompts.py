@@ -8,6 +8,7 @@ when it has one, otherwise in a plain "Input:/Output:" format.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,41 @@ PLAIN_INPUT = "Input:"
 PLAIN_OUTPUT = "Output:"
 # Where a plain-format answer has run into the next example.
 PLAIN_STOP_STRINGS: tuple[str, ...] = ("\nInput:", "\n\nInput")
+# Chain of thought (ReBase): reasoning first, then the answer on a line of its own.
+ANSWER_MARKER = "Answer:"
+REASONING_MAX_NEW_TOKENS = 256  # new tokens for a reasoned reply (annotation's default, evaluation's budget)
+REASONING_REQUEST = (
+    f"Think step by step, then give the final answer on a last line that starts with {ANSWER_MARKER!r}."
+)
+_ANSWER_LINE = re.compile(
+    r"(?:^|\n)[ \t*#>_-]*(?:the\s+)?(?:final\s+)?answer\s*(?:is)?\s*[:：]", re.IGNORECASE
+)
+
+
+def extract_final_answer(text: str) -> str | None:
+    """The answer after the last ``Answer:`` line of a reasoned reply, or None when it gives none.
+
+    Annotation votes over these answers and evaluation scores them, so both read
+    a reasoned reply the same way. Markdown emphasis around the answer is dropped.
+    """
+    matches = list(_ANSWER_LINE.finditer(text))
+    if not matches:
+        return None
+    answer = text[matches[-1].end() :].strip().strip("*_").strip()
+    return answer or None
+
+
+def split_reasoning(text: str) -> str:
+    """The reasoning of a reasoned reply: everything before its last ``Answer:`` line."""
+    matches = list(_ANSWER_LINE.finditer(text))
+    return (text[: matches[-1].start()] if matches else text).strip()
+
+
+def reasoning_target(reasoning: str, answer: str) -> str:
+    """The training target of a model taught to reason: the reasoning, then the answer line."""
+    return (
+        f"{reasoning.strip()}\n{ANSWER_MARKER} {answer}" if reasoning.strip() else f"{ANSWER_MARKER} {answer}"
+    )
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -45,37 +81,43 @@ def _plain(text: str, tokenizer: Any) -> str:
 
 
 # ---------------------------------------------------------------- task prompt
-def task_messages(spec: TaskSpec, text: str, output: str | None = None) -> list[Message]:
-    """Instruction, demonstrations as user/assistant turns, then the new input."""
+def task_messages(
+    spec: TaskSpec, text: str, output: str | None = None, reasoning: bool = False
+) -> list[Message]:
+    """Instruction, demonstrations as user/assistant turns, then the new input (asking for reasoning)."""
     messages: list[Message] = []
     for i, demo in enumerate(spec.demonstrations):
         content = f"{spec.instruction}\n\n{demo.input}" if i == 0 else demo.input
         messages.append({"role": "user", "content": content})
         messages.append({"role": "assistant", "content": demo.output})
-    messages.append({"role": "user", "content": text})
+    messages.append({"role": "user", "content": f"{text}\n\n{REASONING_REQUEST}" if reasoning else text})
     if output is not None:
         messages.append({"role": "assistant", "content": output})
     return messages
 
 
-def _plain_task_prompt(spec: TaskSpec, text: str) -> str:
+def _plain_task_prompt(spec: TaskSpec, text: str, reasoning: bool = False) -> str:
     parts = [spec.instruction, ""]
     for demo in spec.demonstrations:
         parts += [f"{PLAIN_INPUT} {demo.input}", f"{PLAIN_OUTPUT} {demo.output}", ""]
-    parts += [f"{PLAIN_INPUT} {text}", PLAIN_OUTPUT]
+    parts += [f"{PLAIN_INPUT} {text}", *([REASONING_REQUEST] if reasoning else []), PLAIN_OUTPUT]
     return "\n".join(parts)
 
 
-def render_task_prompt(spec: TaskSpec, text: str, tokenizer: Any) -> str:
-    """The prompt a model answers `text` from, for training and evaluation alike."""
+def render_task_prompt(spec: TaskSpec, text: str, tokenizer: Any, reasoning: bool = False) -> str:
+    """The prompt a model answers `text` from, for training and evaluation alike.
+
+    ``reasoning`` asks for step-by-step reasoning ending in an ``Answer:`` line
+    (chain-of-thought annotation, and models trained on reasoning).
+    """
     if has_chat_template(tokenizer):
         return tokenizer.apply_chat_template(
-            task_messages(spec, text), tokenize=False, add_generation_prompt=True
+            task_messages(spec, text, reasoning=reasoning), tokenize=False, add_generation_prompt=True
         )
-    return _plain(_plain_task_prompt(spec, text), tokenizer)
+    return _plain(_plain_task_prompt(spec, text, reasoning), tokenizer)
 
 
-def render_completion(spec: TaskSpec, text: str, output: str, tokenizer: Any) -> str:
+def render_completion(spec: TaskSpec, text: str, output: str, tokenizer: Any, reasoning: bool = False) -> str:
     """What follows the task prompt when the answer is `output`, end-of-turn included.
 
     Taken from the chat template itself (full conversation minus the prompt),
@@ -84,8 +126,8 @@ def render_completion(spec: TaskSpec, text: str, output: str, tokenizer: Any) ->
     eos = tokenizer.eos_token or ""
     if not has_chat_template(tokenizer):
         return f" {output}{eos}"
-    prompt = render_task_prompt(spec, text, tokenizer)
-    full = tokenizer.apply_chat_template(task_messages(spec, text, output), tokenize=False)
+    prompt = render_task_prompt(spec, text, tokenizer, reasoning)
+    full = tokenizer.apply_chat_template(task_messages(spec, text, output, reasoning), tokenize=False)
     if full.startswith(prompt) and output in full[len(prompt) :]:
         return full[len(prompt) :]
     return f"{output}{eos}"  # a template that re-renders earlier turns: fall back to eos
@@ -96,7 +138,9 @@ def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
     return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
 
 
-def encode_training_example(spec: TaskSpec, text: str, output: str, tokenizer: Any) -> dict[str, list[int]]:
+def encode_training_example(
+    spec: TaskSpec, text: str, output: str, tokenizer: Any, reasoning: str | None = None
+) -> dict[str, list[int]]:
     """``input_ids`` and ``completion_mask`` of one training row for `SFTTrainer`.
 
     The prompt's ids are `encode_prompt` of `render_task_prompt`, the very ids
@@ -104,11 +148,17 @@ def encode_training_example(spec: TaskSpec, text: str, output: str, tokenizer: A
     encoded on its own and appended, so no token merges across the boundary and
     the mask covers the answer and the end of turn only. TRL would tokenize a
     string prompt with the tokenizer's defaults (adding a second BOS after a
-    template that writes one), which is why rows reach it tokenized.
+    template that writes one), which is why rows reach it tokenized. With
+    ``reasoning``, the prompt asks for reasoning and the target is the
+    reasoning followed by the ``Answer:`` line.
     """
-    prompt_ids = encode_prompt(tokenizer, render_task_prompt(spec, text, tokenizer))
+    think = bool(reasoning)
+    target = reasoning_target(reasoning, output) if think else output
+    prompt_ids = encode_prompt(tokenizer, render_task_prompt(spec, text, tokenizer, think))
     completion_ids = list(
-        tokenizer(render_completion(spec, text, output, tokenizer), add_special_tokens=False)["input_ids"]
+        tokenizer(render_completion(spec, text, target, tokenizer, think), add_special_tokens=False)[
+            "input_ids"
+        ]
     )
     return {
         "input_ids": prompt_ids + completion_ids,

@@ -86,7 +86,7 @@ class SynthesisResult:
     rounds_reused: int = 0
 
 
-ROW_COLUMNS = ("prompt", "completion", "input", "output", "round", "vote_share", "num_agreeing")
+ROW_COLUMNS = ("prompt", "completion", "input", "output", "round", "vote_share", "num_agreeing", "reasoning")
 
 
 # ==================================================================== the loop
@@ -196,7 +196,8 @@ class _Synthesis(AnnotationMixin):
 
     @property
     def by_likelihood(self) -> bool:
-        return self.is_cls and self.config.classification_annotation == "likelihood"
+        c = self.config
+        return self.is_cls and c.classification_annotation == "likelihood" and not c.chain_of_thought
 
     # ------------------------------------------------------------- checks
     def check_demonstrations_fit(self) -> None:
@@ -388,7 +389,10 @@ class _Synthesis(AnnotationMixin):
             rounds=self.num_rounds,
             rounds_reused=reused,
             pool_size=len(self.pool),
-            annotation="likelihood" if self.by_likelihood else f"vote over {self.config.num_samples} samples",
+            annotation="likelihood"
+            if self.by_likelihood
+            else f"vote over {self.config.num_samples} samples"
+            + (" (chain of thought)" if self.config.chain_of_thought else ""),
         )
         if self.corpus_rows is not None:
             funnel.notes["corpus"] = {

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from selfguide_hf.filters import FILTERS
+from selfguide_hf.prompts import REASONING_MAX_NEW_TOKENS
 
 __all__ = ["PRESETS", "SynthesisConfig"]
 
@@ -22,6 +23,7 @@ CORPUS_MODES = ("inputs", "rewrite")
 BALANCE_METHODS = ("downsample", "none")
 CALIBRATION_METHODS = ("none", "batch", "balanced", "content_free")
 ASSIGNMENT_METHODS = ("argmax", "balanced")
+REASONING_TARGETS = ("answer", "reasoning")
 FILTER_FIELDS = (
     "input_filters_classification",
     "input_filters_generation",
@@ -85,6 +87,11 @@ class SynthesisConfig:
     label_assignment: str = "argmax"  # likelihood: each input's top label, or "balanced" equal class sizes
 
     min_label_probability: float = 0.0  # likelihood: drop when the chosen label is less likely than this
+    # chain of thought (ReBase): each sample reasons, then ends in an "Answer:" line; the vote is over those
+    # answers (classification too: it then samples whatever classification_annotation says)
+    chain_of_thought: bool = False
+    reasoning_target: str = "answer"  # train on the "answer" alone, or on the "reasoning" and the answer
+    reasoning_max_new_tokens: int = REASONING_MAX_NEW_TOKENS  # new tokens for a reasoned answer
     # --- balancing
     balance: str = "downsample"  # "downsample" every class to the smallest one, or "none"
 
@@ -103,7 +110,13 @@ class SynthesisConfig:
             self.num_inputs,
         )
         _check(_is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0", self.seed)
-        for name in ("prompts_per_round", "input_max_new_tokens", "max_prompt_tokens", "num_samples"):
+        for name in (
+            "prompts_per_round",
+            "input_max_new_tokens",
+            "max_prompt_tokens",
+            "num_samples",
+            "reasoning_max_new_tokens",
+        ):
             value = getattr(self, name)
             _check(_is_int(value) and value >= 1, name, "an integer >= 1", value)
         for name in ("max_pool_examples", "max_prompt_retries"):
@@ -150,6 +163,24 @@ class SynthesisConfig:
         )
         _check(self.balance in BALANCE_METHODS, "balance", f"one of {list(BALANCE_METHODS)}", self.balance)
         _check(
+            isinstance(self.chain_of_thought, bool),
+            "chain_of_thought",
+            "true or false",
+            self.chain_of_thought,
+        )
+        _check(
+            self.reasoning_target in REASONING_TARGETS,
+            "reasoning_target",
+            f"one of {list(REASONING_TARGETS)}",
+            self.reasoning_target,
+        )
+        _check(
+            self.reasoning_target == "answer" or self.chain_of_thought,
+            "reasoning_target",
+            "'answer' unless chain_of_thought is true (there is no reasoning to train on)",
+            self.reasoning_target,
+        )
+        _check(
             self.corpus_mode in CORPUS_MODES, "corpus_mode", f"one of {list(CORPUS_MODES)}", self.corpus_mode
         )
         _check(
@@ -158,11 +189,12 @@ class SynthesisConfig:
             "a file or folder path, or None",
             self.corpus,
         )
-        if self.classification_annotation == "sample":
+        if self.classification_annotation == "sample" or self.chain_of_thought:
             _check(
                 "label" in self.output_filters_classification,
                 "output_filters_classification",
-                "a list including 'label' when classification_annotation='sample'",
+                "a list including 'label' when classification answers are sampled "
+                "(classification_annotation='sample' or chain_of_thought)",
                 self.output_filters_classification,
             )
 

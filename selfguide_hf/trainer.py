@@ -72,7 +72,8 @@ def to_sft_dataset(dataset: Any, spec: TaskSpec, tokenizer: Any, max_rows: int |
             raise TrainingConfigError(f"synthetic row {i}: input and output must be strings")
         if not text.strip() or not output.strip():
             continue
-        rows.append(encode_training_example(spec, text, output, tokenizer))
+        reasoning = row.get("reasoning") or None  # taught to reason: prompt and target are the reasoned ones
+        rows.append(encode_training_example(spec, text, output, tokenizer, reasoning))
         if max_rows is not None and len(rows) >= max_rows:
             break
     if not rows:

@@ -107,7 +107,9 @@ def test_load_dataset_then_cache_hit(kwargs: dict[str, Any], monkeypatch: pytest
         "round",
         "vote_share",
         "num_agreeing",
+        "reasoning",
     }
+    assert set(ds["reasoning"]) == {""}  # filled only when training on chain-of-thought reasoning
     counts = Counter(ds["output"])
     assert set(counts) <= {"support", "undermine"} and len(set(counts.values())) == 1
     funnel = get_funnel(ds)

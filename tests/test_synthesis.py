@@ -235,7 +235,17 @@ def test_rows_are_sft_ready_with_provenance(tokenizer: Any) -> None:
     result = synthesize(spec, ScriptedEngine(), tokenizer, cfg(), show_progress=False)
     assert result.rows
     for row in result.rows:
-        assert set(row) == {"prompt", "completion", "input", "output", "round", "vote_share", "num_agreeing"}
+        assert set(row) == {
+            "prompt",
+            "completion",
+            "input",
+            "output",
+            "round",
+            "vote_share",
+            "num_agreeing",
+            "reasoning",
+        }
+        assert row["reasoning"] == ""  # no chain of thought
         assert row["prompt"] == render_task_prompt(spec, row["input"], tokenizer)
         assert row["completion"] == render_completion(spec, row["input"], row["output"], tokenizer)
         assert row["output"] in spec.labels
