@@ -186,7 +186,7 @@ def test_cpu_cores_given_to_the_model(monkeypatch) -> None:
     for key in ("VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setattr(vllm_engine.os, "sched_getaffinity", lambda _pid: {0, 1})
-    assert vllm_engine.cpu_thread_env(2) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert vllm_engine.cpu_thread_env(2) == {"VLLM_CPU_OMP_THREADS_BIND": "0,1"}
     assert vllm_engine.cpu_thread_env(1) == {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}
     monkeypatch.setattr(vllm_engine.os, "sched_getaffinity", lambda _pid: set(range(16)))
     assert vllm_engine.cpu_thread_env(16) == {}  # a large machine: vLLM's own binding
