@@ -123,7 +123,6 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
         from selfguide_hf.engines import resolve_engine
 
         self.engine_requested = getattr(self, "engine_requested", self.engine)
-        self.engine = resolve_engine(self.engine)
         self.task_fingerprint = self.task_spec().fingerprint()
         if self.corpus:
             from selfguide_hf.corpus import CorpusError, corpus_fingerprint
@@ -134,6 +133,8 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
             self.corpus_fingerprint = corpus_fingerprint(self.corpus)
         resolved = resolve_model(self.model, self.revision)
         self.model_fingerprint = f"{weights_fingerprint(resolved)}-{tokenizer_fingerprint(resolved)}"
+        # decided before the key is made: data made by a fallback engine must not sit under vLLM's key
+        self.engine = resolve_engine(self.engine_requested, resolved)
 
     def cache_key(self) -> str:
         import hashlib
@@ -351,7 +352,6 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
                 batch_size=self.config.batch_size,
                 seed=self.config.seed,
                 device=getattr(state, "device", None),
-                fallback=getattr(self.config, "engine_requested", "auto") == "auto",
                 max_model_len=context,
                 **(self.config.vllm_options or {}),
             )

@@ -291,7 +291,7 @@ def cmd_evaluate(args: argparse.Namespace, argv: list[str]) -> None:
         spec,
         rows,
         batch_size=args.batch_size,
-        engine=resolve_engine(args.engine),
+        engine=resolve_engine(args.engine, model_path),
         vllm_options={"kv_cache_gb": args.kv_cache_gb} if args.kv_cache_gb else None,
     )
     if args.predictions is not None:

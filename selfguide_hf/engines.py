@@ -4,9 +4,12 @@ One switch for every front (``--engine``, ``engine:`` in recipe YAML,
 ``engine=`` in ``load_dataset``). ``auto`` is vLLM when it is installed, imports
 and this is a single process (under ``accelerate launch`` the transformers
 engine splits the work over the processes; vLLM parallelises itself), and the
-transformers engine otherwise; a vLLM that cannot start on the model (an
-architecture or head size its CPU backend lacks) falls back to transformers
-with a warning under ``auto`` and fails under ``vllm``. ``SELFGUIDE_ENGINE``
+transformers engine otherwise. ``auto`` also reads the model's config: an
+architecture vLLM lacks, or a head size its CPU backend lacks, means the
+transformers engine, with a warning (``vllm`` then fails, naming why). This is
+decided before anything is keyed on the engine; a vLLM that passes the check
+and still fails to start is an error that says to pass ``--engine
+transformers``, never a silent switch. ``SELFGUIDE_ENGINE``
 sets what ``auto`` means (the test suite pins it to ``transformers``).
 
 The engine that made synthetic data is part of that data's identity:
@@ -40,8 +43,12 @@ def _multi_process() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def resolve_engine(name: str | None) -> str:
-    """``transformers`` or ``vllm`` for a requested engine name (``auto`` decided here, once)."""
+def resolve_engine(name: str | None, model_path: str | None = None) -> str:
+    """``transformers`` or ``vllm`` for a requested engine name (``auto`` decided here, once).
+
+    With ``model_path``, ``auto`` also checks that vLLM can serve that model
+    here and ``vllm`` refuses one it cannot, naming why.
+    """
     name = (name or "auto").strip().lower()
     if name not in ENGINES:
         raise EngineError(f"engine must be one of {list(ENGINES)}, got {name!r}")
@@ -50,11 +57,17 @@ def resolve_engine(name: str | None) -> str:
         if name not in ENGINES:
             raise EngineError(f"SELFGUIDE_ENGINE must be one of {list(ENGINES)}, got {name!r}")
     if name == "auto":
-        from selfguide_hf.vllm_engine import vllm_available
+        from selfguide_hf.vllm_engine import unservable_reason, vllm_available
 
-        return "vllm" if not _multi_process() and vllm_available() else "transformers"
+        if _multi_process() or not vllm_available():
+            return "transformers"
+        reason = unservable_reason(model_path) if model_path else None
+        if reason:
+            logger.warning("engine auto: the transformers engine, because %s", reason)
+            return "transformers"
+        return "vllm"
     if name == "vllm":
-        from selfguide_hf.vllm_engine import vllm_available
+        from selfguide_hf.vllm_engine import unservable_reason, vllm_available
 
         if not vllm_available():
             raise EngineError(f"--engine vllm: vLLM is not available here; {INSTALL_HINT}")
@@ -62,6 +75,11 @@ def resolve_engine(name: str | None) -> str:
             raise EngineError(
                 "--engine vllm runs in one process (it parallelises itself: tensor_parallel_size); "
                 "under accelerate launch use --engine transformers"
+            )
+        reason = unservable_reason(model_path) if model_path else None
+        if reason:
+            raise EngineError(
+                f"--engine vllm: vLLM cannot serve {model_path} here: {reason}; use --engine transformers"
             )
     return name
 
@@ -75,27 +93,19 @@ def make_engine(
     seed: int = 0,
     show_progress: bool = False,
     device: Any = None,
-    fallback: bool = False,
     **vllm_options: Any,
 ) -> Any:
-    """A started engine of kind ``name`` (``transformers`` or ``vllm``) on the model folder ``model_path``.
-
-    With ``fallback`` (``auto`` was asked for), a vLLM that fails to start is
-    replaced by the transformers engine, with the reason logged.
-    """
+    """A started engine of kind ``name`` (``transformers`` or ``vllm``) on the model folder ``model_path``."""
     if name == "vllm":
         from selfguide_hf.vllm_engine import VLLMEngine
 
         try:
             return VLLMEngine(model_path, tokenizer, seed=seed, show_progress=show_progress, **vllm_options)
         except Exception as exc:
-            if not fallback:
-                raise EngineError(
-                    f"vLLM could not start on {model_path}: {type(exc).__name__}: {exc}"
-                ) from exc
-            logger.warning(
-                "vLLM could not start (%s: %s); using the transformers engine", type(exc).__name__, exc
-            )
+            raise EngineError(
+                f"vLLM could not start on {model_path}: {type(exc).__name__}: {exc} "
+                "(engine='transformers' / --engine transformers runs without it)"
+            ) from exc
     from selfguide_hf.models import load_causal_lm
 
     model, _ = load_causal_lm(model_path)

@@ -194,7 +194,7 @@ def prepare_run(
         command=f"{command_prefix} {sanitized_command(list(sys.argv[1:] if argv is None else argv))}",
         owns_output_dir=owns_output_dir,
         cli_flags=cli_flags,
-        engine=resolve_engine(sg_args.engine),
+        engine=resolve_engine(sg_args.engine, model_path),
         hub_token=hub_token,
         push_adapter=push,
         hub_model_id=hub_model_id,

@@ -48,7 +48,7 @@ from selfguide_hf.generation import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_CPU_KV_CACHE_GB", "VLLMEngine", "vllm_available"]
+__all__ = ["DEFAULT_CPU_KV_CACHE_GB", "VLLMEngine", "unservable_reason", "vllm_available"]
 
 # The KV cache vLLM reserves on a CPU (its GPU default, a share of device memory, is refused on CPUs).
 DEFAULT_CPU_KV_CACHE_GB = 2.0
@@ -72,6 +72,36 @@ def cpu_thread_env(threads: int | None) -> dict[str, str]:
     if len(cores) <= SMALL_MACHINE_CORES:
         return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(core) for core in cores)}
     return {}
+
+
+def unservable_reason(model_path: str) -> str | None:
+    """Why vLLM cannot serve this model here (architecture, or a head size its CPU backend lacks), or None.
+
+    Read from the model's config without starting an engine, so ``auto`` picks
+    the engine before anything is keyed on it (the engine is part of the
+    synthetic data's identity). A check that itself fails says nothing.
+    """
+    try:
+        from transformers import AutoConfig
+        from vllm import ModelRegistry
+
+        config = AutoConfig.from_pretrained(model_path)
+        architectures = list(getattr(config, "architectures", None) or [])
+        supported = set(ModelRegistry.get_supported_archs())
+        if architectures and not supported.intersection(architectures):
+            return f"architecture {architectures[0]} is not in vLLM's model registry"
+        if on_cpu():
+            from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+            text = getattr(config, "text_config", config)
+            heads = getattr(text, "num_attention_heads", None)
+            head = getattr(text, "head_dim", None) or (text.hidden_size // heads if heads else None)
+            sizes = CPUAttentionBackend.get_supported_head_sizes()
+            if head is not None and head not in sizes:
+                return f"attention head size {head} is not one vLLM's CPU backend supports ({sizes})"
+    except Exception as exc:  # the check is advisory: starting the engine will tell
+        logger.debug("could not check whether vLLM serves %s: %s", model_path, exc)
+    return None
 
 
 def vllm_available() -> bool:
@@ -138,6 +168,7 @@ class VLLMEngine:
         self.tokenizer = tokenizer
         self.show_progress = show_progress
         self.cpu = on_cpu()
+        self.threads: int | None = None  # CPU threads the model computes on (None: a GPU)
         self.eos_token_ids = eos_token_ids(model_path, tokenizer)
         kwargs: dict[str, Any] = {
             "model": model_path,
@@ -156,10 +187,12 @@ class VLLMEngine:
 
             kwargs.setdefault("enforce_eager", True)  # compiling graphs costs minutes of start-up on a CPU
             kv_cache_gb = DEFAULT_CPU_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
-            env.update(cpu_thread_env(threads if threads is not None else torch.get_num_threads()))
+            self.threads = threads if threads is not None else torch.get_num_threads()
+            env.update(cpu_thread_env(self.threads))
         if kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * (1 << 30))
         logger.info("starting vLLM on %s (%s)", model_path, "CPU" if self.cpu else "GPU")
+        self.spawn_env = env  # what the engine core process was started with
         before = _child_pids()
         with _environment(env):  # read by the engine core process when it is spawned
             self.llm = LLM(**kwargs)

@@ -198,12 +198,11 @@ def test_engine_core_process_gets_the_thread_environment(engines) -> None:
     """The spawned engine core sees the settings; this process's environment is restored."""
     import os
 
-    import torch
-
     from selfguide_hf.vllm_engine import cpu_thread_env
 
     _, engine = engines
-    expected = cpu_thread_env(torch.get_num_threads())
+    expected = {k: v for k, v in engine.spawn_env.items() if k != "VLLM_CONFIGURE_LOGGING"}
+    assert expected == cpu_thread_env(engine.threads)  # the threads asked for when it started
     for key in expected:
         assert key not in os.environ or key == "OMP_NUM_THREADS"
     seen = {}
@@ -218,3 +217,16 @@ def test_engine_core_process_gets_the_thread_environment(engines) -> None:
     assert seen, "no engine process found"
     for key, value in expected.items():
         assert seen.get(key) == value, (key, seen.get(key))
+
+
+def test_auto_picks_the_engine_from_the_model_before_anything_is_keyed(
+    vllm_model_dir: Path, tiny_model_dir: Path, monkeypatch
+) -> None:
+    """16-dimensional heads (the default tiny model) have no vLLM CPU kernel: auto says transformers, vllm refuses."""
+    from selfguide_hf.engines import EngineError, resolve_engine
+
+    monkeypatch.delenv("SELFGUIDE_ENGINE", raising=False)
+    assert resolve_engine("auto", str(vllm_model_dir)) == "vllm"
+    assert resolve_engine("auto", str(tiny_model_dir)) == "transformers"
+    with pytest.raises(EngineError, match="head size 16"):
+        resolve_engine("vllm", str(tiny_model_dir))
