@@ -40,8 +40,13 @@ def extract_final_answer(text: str) -> str | None:
     matches = list(_ANSWER_LINE.finditer(text))
     if not matches:
         return None
-    answer = text[matches[-1].end() :].strip().strip("*_").strip()
-    return answer or None
+    answer = text[matches[-1].end() :]
+    while True:  # "Answer: Answer: yes" (small models repeat the marker): the answer is "yes"
+        answer = answer.strip().strip("*_").strip()
+        repeated = _ANSWER_LINE.match(answer)
+        if repeated is None:
+            return answer or None
+        answer = answer[repeated.end() :]
 
 
 def split_reasoning(text: str) -> str:

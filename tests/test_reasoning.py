@@ -38,6 +38,8 @@ INPUT_REQUEST = "Write one new input"
         ("The answer is: Paris is large.", "Paris is large."),
         ("no marker at all", None),
         ("thinking\nAnswer:", None),  # a marker with nothing after it
+        ("The sentence I was given is:\nAnswer: Answer: Answer:", None),  # seen from the 135M model
+        ("Answer: Answer: yes", "yes"),
         ("my Answer: yes", None),  # a marker must open a line
     ],
 )
