@@ -15,7 +15,13 @@ do not know which one they drive:
 
 On CPU a per-request sampling ``seed`` kills vLLM's worker ("CPU Generator
 does not use offset"), so there the engine's own seed makes a run
-reproducible from the start, and a call's ``seed`` is used on GPUs only.
+reproducible from the start, and a call's ``seed`` is used on GPUs only. That
+holds only if every run batches the requests the same way, and vLLM's engine
+core, a separate process by default, batches by the timing of arriving
+requests: two identical synthesis runs kept different rows. On a CPU the
+engine core therefore runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``:
+every request is queued before the first step), which made identical runs give
+identical rows and was faster too (docs/BENCHMARKS.md).
 The engine core is a separate process: a script that builds one needs the
 ``if __name__ == "__main__":`` guard, and `close()` (or ``with``) returns its
 memory before training starts in the same process.
@@ -138,6 +144,12 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
+def _torch_set_num_threads() -> Any:
+    import torch
+
+    return torch.set_num_threads
+
+
 def on_cpu() -> bool:
     import torch
 
@@ -192,17 +204,25 @@ class VLLMEngine:
 
             kwargs.setdefault("enforce_eager", True)  # compiling graphs costs minutes of start-up on a CPU
             kwargs.setdefault("block_size", CPU_BLOCK_SIZE)
+            env.setdefault(
+                "VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            )
             kv_cache_gb = DEFAULT_CPU_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
             self.threads = threads if threads is not None else torch.get_num_threads()
             env.update(cpu_thread_env(self.threads))
         if kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * (1 << 30))
         logger.info("starting vLLM on %s (%s)", model_path, "CPU" if self.cpu else "GPU")
-        self.spawn_env = env  # what the engine core process was started with
+        self.spawn_env = env  # what vLLM read when the engine started
         before = _child_pids()
-        with _environment(env):  # read by the engine core process when it is spawned
-            self.llm = LLM(**kwargs)
-        self._processes = _child_pids() - before  # the engine core and its workers: waited for on close
+        self._torch_set_num_threads = _torch_set_num_threads()
+        try:
+            with _environment(env):  # read by vLLM (and any process it spawns) while it starts
+                self.llm = LLM(**kwargs)
+        except BaseException:
+            self._restore_process()
+            raise
+        self._processes = _child_pids() - before  # any engine core or worker processes: waited for on close
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -219,10 +239,19 @@ class VLLMEngine:
 
             gc.collect()
             _wait_for(self._processes)
+            self._restore_process()
             if not self.cpu:
                 import torch
 
                 torch.cuda.empty_cache()
+
+    def _restore_process(self) -> None:
+        """Undo what an in-process vLLM CPU worker leaves behind: it disables `torch.set_num_threads`."""
+        import torch
+
+        original = getattr(self, "_torch_set_num_threads", None)
+        if original is not None:
+            torch.set_num_threads = original
 
     def __enter__(self) -> VLLMEngine:
         return self
