@@ -144,6 +144,53 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
+def _scan_breakers() -> list[str]:
+    """Loaded modules that would crash vLLM's start in this process.
+
+    Started in-process, vLLM scans every attribute of every loaded module and
+    reads ``vars(value).get(...)`` (to swap Triton kernels); an object whose
+    ``__dict__`` is not a mapping crashes it: llvmlite's, loaded by numba,
+    which bm25s loads for the corpus.
+    """
+    import sys
+    import warnings
+
+    found = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # touching deprecated attributes warns
+        for name, module in list(sys.modules.items()):
+            namespace = getattr(module, "__dict__", None)
+            if not isinstance(namespace, dict):
+                continue
+            for value in list(namespace.values()):
+                try:
+                    if hasattr(value, "__dict__"):
+                        vars(value).get  # noqa: B018 (what vLLM's scan does)
+                except Exception:
+                    found.append(name)
+                    break
+    return found
+
+
+@contextlib.contextmanager
+def _hidden_from_vllm_scan() -> Iterator[None]:
+    """Take the modules of `_scan_breakers` out of ``sys.modules`` while vLLM starts, then put them back.
+
+    They stay loaded and referenced; only the scan (which swaps GPU kernels, none
+    of theirs) does not see them.
+    """
+    import sys
+
+    hidden = {name: sys.modules.pop(name) for name in _scan_breakers()}
+    if hidden:
+        logger.debug("hidden from vLLM's start-up scan: %s", sorted(hidden))
+    try:
+        yield
+    finally:
+        for name, module in hidden.items():
+            sys.modules.setdefault(name, module)
+
+
 def _torch_set_num_threads() -> Any:
     import torch
 
@@ -204,9 +251,7 @@ class VLLMEngine:
 
             kwargs.setdefault("enforce_eager", True)  # compiling graphs costs minutes of start-up on a CPU
             kwargs.setdefault("block_size", CPU_BLOCK_SIZE)
-            env.setdefault(
-                "VLLM_ENABLE_V1_MULTIPROCESSING", os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            )
+            env["VLLM_ENABLE_V1_MULTIPROCESSING"] = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
             kv_cache_gb = DEFAULT_CPU_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
             self.threads = threads if threads is not None else torch.get_num_threads()
             env.update(cpu_thread_env(self.threads))
@@ -217,7 +262,7 @@ class VLLMEngine:
         before = _child_pids()
         self._torch_set_num_threads = _torch_set_num_threads()
         try:
-            with _environment(env):  # read by vLLM (and any process it spawns) while it starts
+            with _environment(env), _hidden_from_vllm_scan():  # env: read by vLLM while it starts
                 self.llm = LLM(**kwargs)
         except BaseException:
             self._restore_process()

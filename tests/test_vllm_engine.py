@@ -234,3 +234,21 @@ def test_sampling_is_reproducible_across_engines(vllm_model_dir: Path) -> None:
     assert not torch.distributed.is_initialized()
     leaked = {k for k in os.environ.keys() - environment.keys() if k != "VLLM_DIST_IDENT"}
     assert not {k for k in leaked if k.startswith(("VLLM_CPU", "OMP", "VLLM_ENABLE"))}
+
+
+def test_starts_in_process_beside_the_corpus_retriever(vllm_model_dir: Path) -> None:
+    """bm25s loads numba / llvmlite, whose objects crash vLLM's in-process start-up scan; hidden while it starts."""
+    import sys
+
+    import bm25s  # noqa: F401
+    from transformers import AutoTokenizer
+
+    from selfguide_hf.generation import SamplingParams
+    from selfguide_hf.vllm_engine import VLLMEngine, _scan_breakers
+
+    breakers = _scan_breakers()
+    tokenizer = AutoTokenizer.from_pretrained(vllm_model_dir)
+    with VLLMEngine(str(vllm_model_dir), tokenizer, kv_cache_gb=0.5) as engine:
+        assert engine.spawn_env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+        assert engine.generate(["x y z"], SamplingParams(max_new_tokens=3))
+    assert all(name in sys.modules for name in breakers)  # put back
