@@ -180,12 +180,15 @@ def _hidden_from_vllm_scan() -> Iterator[None]:
     of theirs) does not see them.
     """
     import sys
+    import warnings
 
     hidden = {name: sys.modules.pop(name) for name in _scan_breakers()}
     if hidden:
         logger.debug("hidden from vLLM's start-up scan: %s", sorted(hidden))
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.triton_utils")
+            yield
     finally:
         for name, module in hidden.items():
             sys.modules.setdefault(name, module)
@@ -257,6 +260,8 @@ class VLLMEngine:
             env.update(cpu_thread_env(self.threads))
         if kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * (1 << 30))
+        if "VLLM_LOGGING_LEVEL" not in os.environ:  # hundreds of load-time lines per engine otherwise
+            logging.getLogger("vllm").setLevel(logging.ERROR)
         logger.info("starting vLLM on %s (%s)", model_path, "CPU" if self.cpu else "GPU")
         self.spawn_env = env  # what vLLM read when the engine started
         before = _child_pids()
