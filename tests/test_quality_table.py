@@ -59,3 +59,56 @@ def test_the_table_carries_interval_trivial_baseline_and_shares() -> None:
     )
     assert "copies: 21.0 / 39.0" in gen_line
     assert "1 improved, 0 worse" in table and "self-guided above it on 0 of 1" in table
+
+
+def arms_module():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(
+        "quality_arms_bench", ROOT / "benchmarks" / "quality_arms.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_arms_flags_and_table(tmp_path: Path, ni_dir: Path, monkeypatch) -> None:
+    """Each arm is the run's flags; the corpus is the validation inputs without outputs; deltas per arm."""
+    import json
+
+    arms = arms_module()
+    monkeypatch.setattr(arms, "SHARED", ni_dir)
+    flags = arms.arm_flags("corpus-rewrite", "task738", tmp_path)
+    assert flags[0] == "--corpus" and flags[2:] == ["--corpus-mode", "rewrite"]
+    corpus = [json.loads(line) for line in Path(flags[1]).read_text().splitlines()]
+    validation = [
+        json.loads(line) for line in (ni_dir / "task738" / "validation.jsonl").read_text().splitlines()
+    ]
+    assert corpus == [{"text": row["input"]} for row in validation]  # no outputs leak in
+    novelty = arms.arm_flags("novelty", "task738", tmp_path)
+    assert all("novelty" in value for value in novelty[1::2]) and len(novelty) == 4
+    assert arms.arm_flags("self-guided", "task738", tmp_path) == []
+    row = {"metric": "exact_match", "baseline": 26.0, "delta": 17.5, "low": 6.5, "high": 28.0}
+    results = {
+        "command": "c",
+        "date": "d",
+        "arms": ["self-guided", "novelty"],
+        "tasks": {
+            "task738": {
+                "self-guided": {**row, "verdict": "improved", "kept": 44, "raw": 100},
+                "novelty": {
+                    **row,
+                    "delta": -1.0,
+                    "low": -5.0,
+                    "high": 3.0,
+                    "verdict": "no clear change",
+                    "kept": 40,
+                    "raw": 100,
+                },
+            }
+        },
+    }
+    table = arms.markdown(results)
+    assert "| task738 | exact_match | 26.0 | +17.5 (+6.5 to +28.0) improved; 44/100 pairs |" in table
+    assert "mean +17.5 over 1; 1 improved, 0 worse | mean -1.0 over 1; 0 improved, 0 worse" in table
