@@ -295,15 +295,9 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
         )
         funnel, source = get_funnel(dataset), "builder"
     rows = [
-        {
-            "input": r["input"],
-            "output": r["output"],
-            **({"reasoning": r["reasoning"]} if r.get("reasoning") else {}),
-        }
-        for r in dataset
+        {k: r[k] for k in ("input", "output", "reasoning") if r.get(k) or k != "reasoning"} for r in dataset
     ]
-    reasoning = any("reasoning" in r for r in rows)
-    data = SyntheticData(dataset, funnel, source, hash_value(rows), reasoning)
+    data = SyntheticData(dataset, funnel, source, hash_value(rows), any("reasoning" in r for r in rows))
     if run.is_main_process:
         out = run.run_dir / SYNTHETIC_DIR
         out.mkdir(parents=True, exist_ok=True)
