@@ -81,7 +81,7 @@ def _cell(row: dict[str, Any] | None) -> str:
     if not row:
         return "-"
     if "error" in row:
-        return "failed"
+        return "not run" if str(row["error"]).startswith("no ") else "failed"  # read_report: "no <path>"
     low, high = row.get("low"), row.get("high")
     interval = f" ({low:+.1f} to {high:+.1f})" if low is not None else ""
     return f"{row['delta']:+.1f}{interval} {row.get('verdict') or ''}; {row['kept']}/{row['raw']} pairs"
