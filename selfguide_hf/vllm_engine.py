@@ -194,6 +194,25 @@ def _hidden_from_vllm_scan() -> Iterator[None]:
             sys.modules.setdefault(name, module)
 
 
+@contextlib.contextmanager
+def _quiet_start() -> Iterator[None]:
+    """No warnings or info from any logger while vLLM starts, unless ``VLLM_LOGGING_LEVEL`` is set.
+
+    vLLM logs one warning per weight when it loads fp32 weights as bf16 (366 lines in
+    one `make demo`); its loggers inherit no level we could set beforehand, so the
+    start is muted as a whole (errors still show).
+    """
+    if "VLLM_LOGGING_LEVEL" in os.environ:
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
 def _torch_set_num_threads() -> Any:
     import torch
 
@@ -260,14 +279,16 @@ class VLLMEngine:
             env.update(cpu_thread_env(self.threads))
         if kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * (1 << 30))
-        if "VLLM_LOGGING_LEVEL" not in os.environ:  # hundreds of load-time lines per engine otherwise
-            logging.getLogger("vllm").setLevel(logging.ERROR)
         logger.info("starting vLLM on %s (%s)", model_path, "CPU" if self.cpu else "GPU")
         self.spawn_env = env  # what vLLM read when the engine started
         before = _child_pids()
         self._torch_set_num_threads = _torch_set_num_threads()
         try:
-            with _environment(env), _hidden_from_vllm_scan():  # env: read by vLLM while it starts
+            with (
+                _environment(env),
+                _hidden_from_vllm_scan(),
+                _quiet_start(),
+            ):  # env: read by vLLM while it starts
                 self.llm = LLM(**kwargs)
         except BaseException:
             self._restore_process()

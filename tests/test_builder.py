@@ -99,16 +99,11 @@ def test_load_dataset_then_cache_hit(kwargs: dict[str, Any], monkeypatch: pytest
     calls = count_synthesis(monkeypatch)
     ds = load_dataset("selfguide", split="train", **kwargs)
     assert calls == [1]
-    assert set(ds.column_names) == {
-        "prompt",
-        "completion",
-        "input",
-        "output",
-        "round",
-        "vote_share",
-        "num_agreeing",
-        "reasoning",
-    }
+    from selfguide_hf.builder import FEATURES
+    from selfguide_hf.synthesis import ROW_COLUMNS
+
+    assert list(FEATURES) == list(ROW_COLUMNS)  # what the loop writes is what the builder declares
+    assert set(ds.column_names) == set(ROW_COLUMNS)
     assert set(ds["reasoning"]) == {""}  # filled only when training on chain-of-thought reasoning
     counts = Counter(ds["output"])
     assert set(counts) <= {"support", "undermine"} and len(set(counts.values())) == 1

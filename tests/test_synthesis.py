@@ -16,7 +16,7 @@ from selfguide_hf.calibration import assign_balanced_labels, balance_classes, ca
 from selfguide_hf.filters import length_window
 from selfguide_hf.generation import GenerationEngine, SamplingParams, TransformersEngine
 from selfguide_hf.prompts import render_completion, render_task_prompt
-from selfguide_hf.synthesis import SynthesisError, length_token_cap, synthesize
+from selfguide_hf.synthesis import ROW_COLUMNS, SynthesisError, length_token_cap, synthesize
 from selfguide_hf.synthesis_config import PRESETS, SynthesisConfig
 from selfguide_hf.task import Demonstration, TaskSpec
 
@@ -235,16 +235,7 @@ def test_rows_are_sft_ready_with_provenance(tokenizer: Any) -> None:
     result = synthesize(spec, ScriptedEngine(), tokenizer, cfg(), show_progress=False)
     assert result.rows
     for row in result.rows:
-        assert set(row) == {
-            "prompt",
-            "completion",
-            "input",
-            "output",
-            "round",
-            "vote_share",
-            "num_agreeing",
-            "reasoning",
-        }
+        assert set(row) == set(ROW_COLUMNS)  # the builder's features (test_builder)
         assert row["reasoning"] == ""  # no chain of thought
         assert row["prompt"] == render_task_prompt(spec, row["input"], tokenizer)
         assert row["completion"] == render_completion(spec, row["input"], row["output"], tokenizer)
