@@ -61,6 +61,7 @@ class EvalResult:
     # A model taught to reason: prompted for reasoning, scored on the answer after its "Answer:" line.
     answered_with_reasoning: bool = False
     raw_outputs: list[str] | None = None  # the reasoned replies the predictions were read from
+    no_answer_share: float | None = None  # % of reasoned replies with no "Answer:" line (scored as empty)
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -289,6 +290,7 @@ def evaluate_model(
         row_scores=[float(x) for x in scored["scores"]],
         answered_with_reasoning=reasoning,
         raw_outputs=outputs if reasoning else None,
+        no_answer_share=round(100.0 * predictions.count("") / len(rows), 2) if reasoning else None,
     )
     if spec.is_classification:
         result.majority_label, result.majority_rate = majority_class(rows)

@@ -80,6 +80,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((f"{name} answers that are labels", f"{result['label_share']:.1f} %{among_text}"))
         elif result.get("copy_share") is not None:
             rows.append((f"{name} answers copying the input", f"{result['copy_share']:.1f} %"))
+        if result.get("no_answer_share") is not None:  # evaluated with reasoning: unreadable replies score 0
+            rows.append((f"{name} replies with no Answer: line", f"{result['no_answer_share']:.1f} %"))
     funnel = report.get("funnel") or {}
     if funnel.get("raw_inputs") is not None:
         rows.append(

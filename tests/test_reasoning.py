@@ -157,6 +157,7 @@ def test_evaluation_reads_the_answer_line(tokenizer: Any) -> None:
     assert result.predictions == ["undermine", "support", ""]
     assert result.row_scores == [100.0, 0.0, 0.0] and result.answered_with_reasoning
     assert result.raw_outputs[2] == "no answer" and "raw_outputs" not in result.summary()
+    assert result.no_answer_share == pytest.approx(100 / 3, abs=0.01)  # shown in the report's table
     plain = evaluate_model(None, tokenizer, spec, rows, engine=AnswerEngine(["undermine"]))
     assert plain.predictions == ["undermine"] * 3 and not plain.answered_with_reasoning
 
@@ -205,6 +206,7 @@ def test_a_run_trained_on_reasoning_is_evaluated_with_reasoning(
     assert (
         report["self_guided"]["answered_with_reasoning"] and not report["baseline"]["answered_with_reasoning"]
     )
+    assert "self-guided replies with no Answer: line" in (run_dir / "report.md").read_text()
 
 
 @pytest.fixture(scope="module")
