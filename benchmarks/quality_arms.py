@@ -22,6 +22,13 @@ The table has, per task, the few-shot score and each arm's delta with its 95 %
 interval (paired bootstrap over the same rows, from each run's report) and
 verdict; per group (classification, generation) the mean delta and how many
 tasks improved or got worse. ``--report-only`` tabulates finished runs.
+
+The row interval does not cover the draw: the same arm re-synthesised and
+re-trained moved by up to 10 points on the embedded model. ``--seeds 0,1,2``
+runs every arm once per seed (seed 0 is the defaults, in ``<arm>/<task>``;
+seed s > 0 is ``--seed s`` for synthesis and training seed 42 + s, in
+``<arm>/seed-<s>/<task>``); a cell then shows the mean delta, each seed's
+delta, and one verdict only when every seed agrees.
 """
 
 from __future__ import annotations
@@ -73,8 +80,32 @@ def arm_flags(arm: str, task: str, out_dir: Path) -> list[str]:
     raise ValueError(f"unknown arm {arm!r}; known: {list(ARMS)}")
 
 
-def arm_dir(arm: str, args: argparse.Namespace) -> Path:
-    return args.base_dir if arm == "self-guided" and args.base_dir else args.out_dir / arm
+def seed_flags(seed: int) -> list[str]:
+    """Seed 0 is the CLI's defaults; seed s > 0 re-draws synthesis (``--seed s``) and training (42 + s)."""
+    return [] if seed == 0 else ["--seed", str(seed), "--training-option", f"seed={42 + seed}"]
+
+
+def arm_dir(arm: str, args: argparse.Namespace, seed: int = 0) -> Path:
+    base = args.base_dir if arm == "self-guided" and args.base_dir else args.out_dir / arm
+    return base if seed == 0 else base / f"seed-{seed}"
+
+
+def combine_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One cell from one run per seed: the mean delta, every seed's delta, a verdict only if all agree."""
+    done = [r for r in rows if r.get("delta") is not None]
+    if len(rows) == 1 or not done:
+        return rows[0]
+    verdicts = {r.get("verdict") for r in done}
+    return {
+        **done[0],
+        "delta": round(sum(r["delta"] for r in done) / len(done), 2),
+        "low": None,
+        "high": None,
+        "seed_deltas": [r["delta"] for r in done],
+        "seeds_missing": len(rows) - len(done),
+        "verdict": verdicts.pop() if len(verdicts) == 1 else "mixed",
+        "kept": round(sum(r.get("kept") or 0 for r in done) / len(done)),
+    }
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -84,6 +115,9 @@ def _cell(row: dict[str, Any] | None) -> str:
         return "not run" if str(row["error"]).startswith("no ") else "failed"  # read_report: "no <path>"
     low, high = row.get("low"), row.get("high")
     interval = f" ({low:+.1f} to {high:+.1f})" if low is not None else ""
+    if row.get("seed_deltas"):
+        missing = f", {row['seeds_missing']} not run" if row.get("seeds_missing") else ""
+        interval = " (seeds " + ", ".join(f"{d:+.1f}" for d in row["seed_deltas"]) + missing + ")"
     return f"{row['delta']:+.1f}{interval} {row.get('verdict') or ''}; {row['kept']}/{row['raw']} pairs"
 
 
@@ -135,34 +169,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--seeds", default="0", help="comma-separated draws per arm; 0 is the defaults")
     args, passthrough = parser.parse_known_args(argv)
     tasks = bundled_tasks() if args.tasks == "all" else [t for t in args.tasks.split(",") if t]
     arms = [a for a in args.arms.split(",") if a]
     for arm in arms:
         if arm not in ARMS:
             parser.error(f"unknown arm {arm!r}; known: {list(ARMS)}")
-    jobs = [(task, arm) for task in tasks for arm in arms]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: give whole numbers separated by commas, e.g. 0,1,2")
+    jobs = [(task, arm, seed) for seed in seeds for task in tasks for arm in arms]
 
-    def one(job: tuple[str, str]) -> tuple[str, str, dict[str, Any]]:
-        task, arm = job
-        out = arm_dir(arm, args)
+    def one(job: tuple[str, str, int]) -> tuple[str, str, int, dict[str, Any]]:
+        task, arm, seed = job
+        out = arm_dir(arm, args, seed)
         if args.report_only or (arm == "self-guided" and args.base_dir):
-            return task, arm, row_of(read_report(task, out))
-        print(f"{task} / {arm}: selfguide run …", file=sys.stderr, flush=True)
-        row = row_of(run_task(task, out, passthrough + arm_flags(arm, task, args.out_dir), args.threads))
+            return task, arm, seed, row_of(read_report(task, out))
+        print(f"{task} / {arm} / seed {seed}: selfguide run …", file=sys.stderr, flush=True)
+        flags = passthrough + arm_flags(arm, task, args.out_dir) + seed_flags(seed)
+        row = row_of(run_task(task, out, flags, args.threads))
         print(f"  {json.dumps(row)}", file=sys.stderr, flush=True)
-        return task, arm, row
+        return task, arm, seed, row
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         done = list(pool.map(one, jobs))
+    per_seed: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for task, arm, _seed, row in done:
+        per_seed.setdefault((task, arm), []).append(row)
     by_task: dict[str, dict[str, Any]] = {task: {} for task in tasks}
-    for task, arm, row in done:
-        by_task[task][arm] = row
+    for (task, arm), rows in per_seed.items():
+        by_task[task][arm] = combine_seeds(rows)
     results = {
         "command": "python benchmarks/quality_arms.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "arms": arms,
+        "seeds": seeds,
         "tasks": by_task,
     }
     out_json = args.json or args.out_dir / "arms.json"

@@ -6,11 +6,14 @@ a test that reaches for the network fails instead of silently downloading.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 _HF_HOME = tempfile.mkdtemp(prefix="selfguide-test-hf-")
+atexit.register(shutil.rmtree, _HF_HOME, ignore_errors=True)  # one per session, else /tmp fills up
 os.environ.update(
     {
         "HF_HUB_OFFLINE": "1",

@@ -112,3 +112,28 @@ def test_arms_flags_and_table(tmp_path: Path, ni_dir: Path, monkeypatch) -> None
     table = arms.markdown(results)
     assert "| task738 | exact_match | 26.0 | +17.5 (+6.5 to +28.0) improved; 44/100 pairs |" in table
     assert "mean +17.5 over 1; 1 improved, 0 worse | mean -1.0 over 1; 0 improved, 0 worse" in table
+
+
+def test_arms_seeds_average_the_draws_and_agree_on_a_verdict(tmp_path: Path) -> None:
+    """Several draws of one arm: the mean delta, each seed's delta, a verdict only if every seed gives it."""
+    import argparse
+
+    arms = arms_module()
+    assert arms.seed_flags(0) == []
+    assert arms.seed_flags(2) == ["--seed", "2", "--training-option", "seed=44"]
+    args = argparse.Namespace(out_dir=tmp_path, base_dir=None)
+    assert arms.arm_dir("novelty", args, 0) == tmp_path / "novelty"
+    assert arms.arm_dir("novelty", args, 1) == tmp_path / "novelty" / "seed-1"
+    base = {"metric": "exact_match", "baseline": 26.0, "low": 1.0, "high": 9.0, "raw": 100}
+    rows = [
+        {**base, "delta": 12.0, "verdict": "improved", "kept": 40},
+        {**base, "delta": 2.0, "verdict": "no clear change", "kept": 50},
+        {"task": "task738", "error": "no outputs/x/report.json", "minutes": 0.0},
+    ]
+    cell = arms.combine_seeds(rows)
+    assert cell["delta"] == 7.0 and cell["seed_deltas"] == [12.0, 2.0] and cell["verdict"] == "mixed"
+    assert cell["kept"] == 45 and cell["seeds_missing"] == 1
+    assert arms._cell(cell) == "+7.0 (seeds +12.0, +2.0, 1 not run) mixed; 45/100 pairs"
+    agreed = arms.combine_seeds([rows[0], {**rows[0], "delta": 16.0}])
+    assert agreed["verdict"] == "improved" and agreed["delta"] == 14.0
+    assert arms.combine_seeds(rows[:1]) is rows[0]  # one seed: the run's own interval stays

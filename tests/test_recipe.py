@@ -208,7 +208,7 @@ def _launch(tmp_path: Path, launch_flags: list[str], recipe: list[str], tag: str
         command,
         capture_output=True,
         text=True,
-        env=env(SELFGUIDE_ROOT=str(ROOT)),
+        env=env(SELFGUIDE_ROOT=str(ROOT), TMPDIR=str(tmp_path)),  # torchelastic leaves its folders there
         cwd=ROOT,
         timeout=1800,
         check=False,
