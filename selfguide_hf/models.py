@@ -71,7 +71,7 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None = None, revision: 
         return str(path.resolve())
     if text.startswith((".", "/", "~")) or text.count("/") > 1:
         raise ModelResolutionError(f"{text}: no such model folder")
-    if text == EMBEDDED_MODEL_ID and not _in_hf_cache(text):
+    if text == EMBEDDED_MODEL_ID and not in_hf_cache(text):
         logger.info("%s is not in the Hugging Face cache; using the embedded copy", text)
         return str(embedded_model_path())
     return _hub_snapshot(text, revision) or text
@@ -108,7 +108,7 @@ def hub_snapshot_id(path: Path) -> str | None:
     return None
 
 
-def _in_hf_cache(repo_id: str) -> bool:
+def in_hf_cache(repo_id: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
 

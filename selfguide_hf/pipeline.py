@@ -36,7 +36,7 @@ from selfguide_hf.models import (
     resolve_model,
     weights_fingerprint,
 )
-from selfguide_hf.recipe_args import SelfGuideArguments
+from selfguide_hf.recipe_args import SelfGuideArguments, synthesis_overrides
 from selfguide_hf.run_dir import (
     MANIFEST_NAME,
     RunMismatchError,
@@ -237,16 +237,6 @@ def check_synthesis_settings(sg_args: SelfGuideArguments) -> None:
         from selfguide_hf.corpus import load_corpus
 
         load_corpus(config.corpus, config.corpus_field)  # a missing file or field fails before any generation
-
-
-def synthesis_overrides(sg_args: SelfGuideArguments) -> dict[str, Any]:
-    """The synthesis mapping plus the corpus flags (``--corpus`` and friends are synthesis parameters)."""
-    overrides = dict(sg_args.synthesis or {})
-    if sg_args.corpus:
-        overrides.update(
-            corpus=sg_args.corpus, corpus_field=sg_args.corpus_field, corpus_mode=sg_args.corpus_mode
-        )
-    return overrides
 
 
 def _run_keys(run: SelfGuideRun) -> dict[str, Any]:

@@ -111,6 +111,16 @@ class SelfGuideArguments:
         "inputs: the retrieved texts are the task inputs; rewrite: the model rewrites each into one input.",
         choices=["inputs", "rewrite"],
     )
+    corpus_retriever: str = _arg(
+        "bm25",
+        "How corpus rows are found: bm25 (shared words) or embeddings (shared meaning; "
+        "needs sentence-transformers).",
+        choices=["bm25", "embeddings"],
+    )
+    corpus_embedding_model: str = _arg(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "The sentence-transformers model of --corpus_retriever embeddings.",
+    )
     engine: str = _arg(
         "auto",
         "Generation engine for synthesis and evaluation: auto (vLLM when installed, else transformers), "
@@ -398,6 +408,8 @@ def cli_recipe_args(
     corpus: str | os.PathLike[str] | None = None,
     corpus_field: str = "text",
     corpus_mode: str = "inputs",
+    corpus_retriever: str = "bm25",
+    corpus_embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2",
     vllm_kv_cache_gb: float | None = None,
     vllm_tensor_parallel_size: int = 1,
     push_to_hub: str | None = None,
@@ -418,6 +430,7 @@ def cli_recipe_args(
     values.update(
         corpus=os.fspath(corpus) if corpus else None, corpus_field=corpus_field, corpus_mode=corpus_mode
     )
+    values.update(corpus_retriever=corpus_retriever, corpus_embedding_model=corpus_embedding_model)
     values.update(eval_file=os.fspath(eval_file) if eval_file is not None else None)
     values.update(run_dir=os.fspath(run_dir), output_dir=os.fspath(output_dir))
     if push_to_hub:
@@ -456,3 +469,22 @@ def check_training_values(training_args: Any, model_args: Any) -> None:
             problems.append(f"lora_dropout must be in [0, 1), got {model_args.lora_dropout}")
     if problems:
         raise TrainingConfigError("; ".join(problems))
+
+
+CORPUS_KEYS = ("corpus", "corpus_field", "corpus_mode", "corpus_retriever", "corpus_embedding_model")
+
+
+def synthesis_overrides(sg_args: SelfGuideArguments) -> dict[str, Any]:
+    """The synthesis mapping plus the corpus flags (``--corpus`` and friends are synthesis parameters)."""
+    overrides = dict(sg_args.synthesis or {})
+    if sg_args.corpus:
+        flags = {key: getattr(sg_args, key) for key in CORPUS_KEYS}
+        clash = {k: v for k, v in overrides.items() if k in flags and v != flags[k]}
+        if clash:  # the flag's default would otherwise silently replace the mapping's value
+            key = next(iter(clash))
+            raise TrainingConfigError(
+                f"synthesis.{key}={clash[key]!r} contradicts --{key} {flags[key]!r}; "
+                f"with --corpus give the corpus settings as flags (--{key})"
+            )
+        overrides.update(flags)
+    return overrides

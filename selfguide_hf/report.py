@@ -87,6 +87,16 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             ("synthetic pairs kept / raw inputs", f"{funnel.get('kept')} / {funnel.get('raw_inputs')}")
         )
+        corpus = (funnel.get("notes") or {}).get("corpus")
+        if corpus:  # the inputs came from the user's texts, not the model's imagination
+            retriever = f", {corpus['retriever']}" if corpus.get("retriever") else ""
+            rows.append(
+                (
+                    "inputs from corpus",
+                    f"{corpus.get('name')} ({corpus.get('fingerprint')}), {corpus.get('mode')} mode"
+                    f"{retriever}, {corpus.get('rows_used')} rows used",
+                )
+            )
     for stage, minutes in report.get("timings_min", {}).items():
         rows.append((f"time: {stage}", f"{minutes:.1f} min"))
     return rows

@@ -117,7 +117,8 @@ class _Synthesis(AnnotationMixin):
         raw_inputs = config.num_inputs
         if config.corpus:
             texts = load_corpus(config.corpus, config.corpus_field)
-            self.corpus_rows = [texts[i] for i in rank_corpus(texts, spec)][: config.num_inputs]
+            order = rank_corpus(texts, spec, config.corpus_retriever, config.corpus_embedding_model)
+            self.corpus_rows = [texts[i] for i in order][: config.num_inputs]
             raw_inputs = len(self.corpus_rows)  # a corpus smaller than num_inputs gives what it has
         self.raw_inputs = raw_inputs
         self.num_rounds = math.ceil(raw_inputs / config.prompts_per_round)
@@ -399,6 +400,12 @@ class _Synthesis(AnnotationMixin):
                 "name": os.path.basename(self.config.corpus or ""),
                 "fingerprint": corpus_fingerprint(self.config.corpus),
                 "mode": self.config.corpus_mode,
+                "retriever": self.config.corpus_retriever
+                + (
+                    f" ({self.config.corpus_embedding_model})"
+                    if self.config.corpus_retriever == "embeddings"
+                    else ""
+                ),
                 "rows_used": len(self.corpus_rows),
             }
         if funnel.raw - funnel.total_dropped != funnel.kept:

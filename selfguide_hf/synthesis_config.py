@@ -20,6 +20,10 @@ __all__ = ["PRESETS", "SynthesisConfig"]
 
 ANNOTATION_METHODS = ("sample", "likelihood")
 CORPUS_MODES = ("inputs", "rewrite")
+CORPUS_RETRIEVERS = ("bm25", "embeddings")  # selfguide_hf.corpus.RETRIEVERS
+# Keys that change nothing without a corpus (or with BM25): left out of the identity then, so that
+# adding them did not invalidate every cached dataset made without one.
+_CORPUS_ONLY = ("corpus_retriever", "corpus_embedding_model")
 BALANCE_METHODS = ("downsample", "none")
 CALIBRATION_METHODS = ("none", "batch", "balanced", "content_free")
 ASSIGNMENT_METHODS = ("argmax", "balanced")
@@ -51,6 +55,8 @@ class SynthesisConfig:
     corpus_mode: str = (
         "inputs"  # "inputs": retrieved texts are the inputs; "rewrite": the model rewrites each
     )
+    corpus_retriever: str = "bm25"  # "bm25" (words) or "embeddings" (meaning; sentence-transformers)
+    corpus_embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # for "embeddings"
     # --- input generation
     label_conditioned: bool = True  # classification prompts name a uniformly drawn label
     max_pool_examples: int = 10  # each prompt shows 1..this many accepted inputs from earlier rounds
@@ -184,6 +190,18 @@ class SynthesisConfig:
             self.corpus_mode in CORPUS_MODES, "corpus_mode", f"one of {list(CORPUS_MODES)}", self.corpus_mode
         )
         _check(
+            self.corpus_retriever in CORPUS_RETRIEVERS,
+            "corpus_retriever",
+            f"one of {list(CORPUS_RETRIEVERS)}",
+            self.corpus_retriever,
+        )
+        _check(
+            isinstance(self.corpus_embedding_model, str) and bool(self.corpus_embedding_model.strip()),
+            "corpus_embedding_model",
+            "a sentence-transformers model id or folder",
+            self.corpus_embedding_model,
+        )
+        _check(
             self.corpus is None or (isinstance(self.corpus, str) and bool(self.corpus)),
             "corpus",
             "a file or folder path, or None",
@@ -216,7 +234,14 @@ class SynthesisConfig:
         return dataclasses.replace(PRESETS[name], **overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Every parameter that changes the rows (the corpus retriever's only with a corpus)."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if not self.corpus:
+            for key in _CORPUS_ONLY:
+                out.pop(key)
+        elif self.corpus_retriever == "bm25":
+            out.pop("corpus_embedding_model")
+        return out
 
     def fingerprint(self) -> str:
         blob = json.dumps(self.to_dict(), sort_keys=True)

