@@ -196,17 +196,19 @@ def _hidden_from_vllm_scan() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _quiet_start() -> Iterator[None]:
-    """No warnings or info from any logger while vLLM starts, unless ``VLLM_LOGGING_LEVEL`` is set.
+    """Nothing below ``VLLM_LOGGING_LEVEL`` (default ERROR) from any logger while vLLM starts.
 
     vLLM logs one warning per weight when it loads fp32 weights as bf16 (366 lines in
     one `make demo`); its loggers inherit no level we could set beforehand, so the
-    start is muted as a whole (errors still show).
+    start is muted as a whole. TRL sets ``VLLM_LOGGING_LEVEL=ERROR`` on import, so the
+    variable being set is not a request for logs; its level is the threshold.
     """
-    if "VLLM_LOGGING_LEVEL" in os.environ:
+    level = logging.getLevelName(os.environ.get("VLLM_LOGGING_LEVEL", "ERROR").strip().upper())
+    if not isinstance(level, int) or level <= logging.DEBUG:
         yield
         return
     previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+    logging.disable(level - 1)
     try:
         yield
     finally:

@@ -252,3 +252,32 @@ def test_starts_in_process_beside_the_corpus_retriever(vllm_model_dir: Path) -> 
         assert engine.spawn_env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
         assert engine.generate(["x y z"], SamplingParams(max_new_tokens=3))
     assert all(name in sys.modules for name in breakers)  # put back
+
+
+@pytest.mark.parametrize(
+    ("env", "shown"),
+    [
+        (None, ["ERROR"]),
+        ("ERROR", ["ERROR"]),
+        ("WARNING", ["WARNING", "ERROR"]),
+        ("DEBUG", ["INFO", "WARNING", "ERROR"]),
+    ],
+)
+def test_the_start_is_muted_below_vllms_logging_level(env, shown, monkeypatch, caplog) -> None:
+    """TRL sets VLLM_LOGGING_LEVEL=ERROR on import: that must still mute vLLM's per-weight warnings."""
+    import logging
+
+    from selfguide_hf.vllm_engine import _quiet_start
+
+    if env is None:
+        monkeypatch.delenv("VLLM_LOGGING_LEVEL", raising=False)
+    else:
+        monkeypatch.setenv("VLLM_LOGGING_LEVEL", env)
+    log = logging.getLogger("vllm.model_executor.models.utils")
+    caplog.set_level(logging.INFO)
+    with _quiet_start():
+        for level in (logging.INFO, logging.WARNING, logging.ERROR):
+            log.log(level, "start")
+    assert [r.levelname for r in caplog.records] == shown
+    log.warning("after")  # the process's logging is as it was
+    assert caplog.records[-1].getMessage() == "after" and logging.root.manager.disable == 0
