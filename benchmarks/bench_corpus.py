@@ -1,12 +1,14 @@
 """Can a user's corpus be large? Time and memory of reading and ranking one (no model).
 
     python benchmarks/bench_corpus.py --rows 200000 --task task199
+    python benchmarks/bench_corpus.py --rows 20000 --retriever embeddings
 
 Writes a JSONL corpus of ``--rows`` rows drawn from the test and validation
 inputs of every bundled task (each row made unique with its number, so the
 deduplication keeps them all), then times, in a fresh process, what synthesis
 does with a corpus before the model runs: `load_corpus` (read, deduplicate),
-`rank_corpus` (BM25 index and score against the task's query) and
+`rank_corpus` (BM25 index and score, or sentence embeddings, against the
+task's query) and
 `corpus_fingerprint`, and the process's peak resident memory.
 """
 
@@ -21,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +47,7 @@ def write_corpus(path: Path, rows: int, seed: int = 0) -> None:
             out.write(json.dumps({"text": f"{rng.choice(pool)} (#{i})"}) + "\n")
 
 
-def measure(path: Path, task: str) -> dict[str, float]:
+def measure(path: Path, task: str, retriever: str) -> dict[str, Any]:
     """Runs in a fresh process so that the peak memory is the corpus's alone."""
     sys.path.insert(0, str(ROOT))
     from selfguide_hf.corpus import corpus_fingerprint, load_corpus, rank_corpus
@@ -54,11 +57,12 @@ def measure(path: Path, task: str) -> dict[str, float]:
     start = time.perf_counter()
     texts = load_corpus(path)
     loaded = time.perf_counter()
-    rank_corpus(texts, spec)
+    rank_corpus(texts, spec, retriever)
     ranked = time.perf_counter()
     corpus_fingerprint(path)
     hashed = time.perf_counter()
     return {
+        "retriever": retriever,
         "rows": len(texts),
         "load_s": round(loaded - start, 2),
         "rank_s": round(ranked - loaded, 2),
@@ -74,16 +78,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--task", default="task199")
+    parser.add_argument("--retriever", default="bm25", choices=["bm25", "embeddings"])
     parser.add_argument("--measure", type=Path, default=None, help=argparse.SUPPRESS)  # the child
     args = parser.parse_args(argv)
     if args.measure is not None:
-        print(json.dumps(measure(args.measure, args.task)))
+        print(json.dumps(measure(args.measure, args.task, args.retriever)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "corpus.jsonl"
         write_corpus(path, args.rows)
         done = subprocess.run(
-            [sys.executable, __file__, "--measure", str(path), "--task", args.task],
+            [
+                sys.executable,
+                __file__,
+                "--measure",
+                str(path),
+                "--task",
+                args.task,
+                "--retriever",
+                args.retriever,
+            ],
             capture_output=True,
             text=True,
             check=True,
