@@ -14,6 +14,8 @@ go to every run. The arms (issue 13):
 * ``corpus-inputs``: the task's ``validation.jsonl`` inputs, outputs removed,
   as a corpus in ``inputs`` mode (ReBase's retrieval, no rewriting);
 * ``corpus-rewrite``: the same corpus in ``rewrite`` mode (ReBase);
+* ``corpus-embeddings``: ``corpus-inputs`` with the rows ranked by sentence
+  embeddings (all-MiniLM-L6-v2) instead of BM25;
 * ``novelty``: Self-Instruct's novelty filter (ROUGE-L <= 0.7) after the
   duplicate filter;
 * ``cot``: chain-of-thought annotation, answer-only target.
@@ -49,7 +51,7 @@ DEFAULT_INPUT_FILTERS = {
     "classification": ["unwrap", "empty", "length", "noise", "format", "duplicate"],
     "generation": ["unwrap", "empty", "noise", "format", "duplicate"],
 }
-ARMS = ("self-guided", "corpus-inputs", "corpus-rewrite", "novelty", "cot")
+ARMS = ("self-guided", "corpus-inputs", "corpus-rewrite", "corpus-embeddings", "novelty", "cot")
 
 
 def corpus_file(task: str, out_dir: Path) -> Path:
@@ -70,6 +72,8 @@ def arm_flags(arm: str, task: str, out_dir: Path) -> list[str]:
     if arm in ("corpus-inputs", "corpus-rewrite"):
         mode = arm.split("-", 1)[1]
         return ["--corpus", str(corpus_file(task, out_dir)), "--corpus-mode", mode]
+    if arm == "corpus-embeddings":
+        return [*arm_flags("corpus-inputs", task, out_dir), "--corpus-retriever", "embeddings"]
     if arm == "novelty":
         flags = []
         for kind, names in DEFAULT_INPUT_FILTERS.items():

@@ -89,6 +89,8 @@ def test_arms_flags_and_table(tmp_path: Path, ni_dir: Path, monkeypatch) -> None
     novelty = arms.arm_flags("novelty", "task738", tmp_path)
     assert all("novelty" in value for value in novelty[1::2]) and len(novelty) == 4
     assert arms.arm_flags("self-guided", "task738", tmp_path) == []
+    embeddings = arms.arm_flags("corpus-embeddings", "task738", tmp_path)
+    assert embeddings[2:] == ["--corpus-mode", "inputs", "--corpus-retriever", "embeddings"]
     row = {"metric": "exact_match", "baseline": 26.0, "delta": 17.5, "low": 6.5, "high": 28.0}
     results = {
         "command": "c",
