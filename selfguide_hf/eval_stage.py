@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from selfguide_hf.fingerprints import EVALUATION_SOURCES, hash_value, source_hash
 from selfguide_hf.run_dir import file_digests, read_manifest, write_json_atomic
 
-if TYPE_CHECKING:  # the pipeline imports this module; only its run type is needed here
-    from selfguide_hf.pipeline import SelfGuideRun
+if TYPE_CHECKING:  # only the type; importing it would load the recipe arguments (TRL)
+    from selfguide_hf.run import SelfGuideRun
 
 EVAL_DIR = "eval"
 

@@ -20,7 +20,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from selfguide_hf.models import (
     weights_fingerprint,
 )
 from selfguide_hf.recipe_args import SelfGuideArguments, synthesis_overrides
+from selfguide_hf.run import SelfGuideRun, SyntheticData
 from selfguide_hf.run_dir import (
     MANIFEST_NAME,
     RunMismatchError,
@@ -74,73 +74,6 @@ MODEL_FIELDS: tuple[str, ...] = (
     "lora_target_modules", "lora_modules_to_save", "use_rslora", "use_dora", "load_in_4bit",
     "bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage",
 )  # fmt: skip
-
-
-@dataclass
-class SelfGuideRun:
-    """Everything resolved once before any stage: the spec, the model folder and weights, the folders."""
-
-    args: SelfGuideArguments
-    training_args: Any
-    model_args: Any
-    spec: TaskSpec
-    model_path: str
-    weights: str
-    base_model_id: str
-    command: str
-    owns_output_dir: bool = False
-    cli_flags: bool = False  # name flags as `selfguide` spells them (--num-inputs), else as the recipe
-    engine: str = "transformers"  # resolved once from --engine (auto decided here)
-    hub_token: str | None = field(default=None, repr=False)
-    push_adapter: bool = False
-    hub_model_id: str | None = None
-    hub_private: bool | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def output_dir(self) -> Path:
-        """The adapter's folder."""
-        return Path(self.training_args.output_dir)
-
-    @property
-    def run_dir(self) -> Path:
-        """Report, evaluations and synthetic data."""
-        return Path(self.args.run_dir) if self.args.run_dir else self.output_dir
-
-    @property
-    def is_main_process(self) -> bool:
-        return bool(self.training_args.distributed_state.is_main_process)
-
-    def flag(self, name: str) -> str:
-        """A setting as the user's front spells its flag: ``num_inputs`` -> --num-inputs or --num_inputs."""
-        return "--" + (name.replace("_", "-") if self.cli_flags else name)
-
-    @property
-    def vllm_options(self) -> dict[str, Any]:
-        """What vLLM is started with beyond the model: memory and parallelism (the data does not depend on them)."""
-        options: dict[str, Any] = {}
-        if self.args.vllm_kv_cache_gb is not None:
-            options["kv_cache_gb"] = self.args.vllm_kv_cache_gb
-        if self.args.vllm_tensor_parallel_size > 1:
-            options["tensor_parallel_size"] = self.args.vllm_tensor_parallel_size
-        if self.args.vllm_data_parallel_size > 1:
-            options["data_parallel_size"] = self.args.vllm_data_parallel_size
-        return options
-
-    @property
-    def synthesis_seed(self) -> int:
-        """--synthesis_seed, or the training --seed when unset."""
-        seed = self.args.synthesis_seed
-        return int(seed if seed is not None else self.training_args.seed)
-
-
-@dataclass
-class SyntheticData:
-    dataset: Any
-    funnel: dict[str, Any] | None
-    source: str
-    fingerprint: str
-    reasoning: bool = False  # rows carry reasoning: the model is taught to reason, and evaluated so
 
 
 def _say(message: str) -> None:

@@ -19,8 +19,8 @@ from selfguide_hf.models import MARKER, is_embedded
 from selfguide_hf.run_dir import read_manifest
 from selfguide_hf.trainer import TrainResult
 
-if TYPE_CHECKING:  # the pipeline imports this module; only its types are needed here
-    from selfguide_hf.pipeline import SelfGuideRun, SyntheticData
+if TYPE_CHECKING:  # only the types; importing them would load the recipe arguments (TRL)
+    from selfguide_hf.run import SelfGuideRun, SyntheticData
 
 logger = logging.getLogger(__name__)
 

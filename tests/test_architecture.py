@@ -38,13 +38,13 @@ def table() -> list[tuple[str, set[str]]]:
     return rows
 
 
-def imports_of(path: Path) -> set[str]:
-    """The package modules ``path`` imports (top level or inside functions), TYPE_CHECKING blocks aside."""
+def imports_of(path: Path, type_hints: bool = False) -> set[str]:
+    """The package modules ``path`` imports (top level or inside functions); TYPE_CHECKING blocks if asked."""
     tree = ast.parse(path.read_text())
     skipped = {
         id(n)
         for node in ast.walk(tree)
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        if not type_hints and isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
         for n in ast.walk(node)
     }
     names = package_modules()
@@ -87,6 +87,24 @@ def test_imports_follow_the_table() -> None:
         extra = {e for e in extra if e in names}
         if extra:
             broken.append(f"{path.relative_to(ROOT)} imports {sorted(extra)}, not in its row of {DOC.name}")
+    assert not broken, "\n".join(broken)
+
+
+def test_type_hints_point_up_the_table_too() -> None:
+    """A type-only import may skip its row (it loads nothing), but never import a module listed below."""
+    order = [name for name, _ in table()]
+    broken = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = module_of(path)
+        below = {
+            m
+            for m in imports_of(path, type_hints=True)
+            if m in order and order.index(m) > order.index(module)
+        }
+        if below:
+            broken.append(
+                f"{path.relative_to(ROOT)} imports {sorted(below)} (listed below it) for type hints"
+            )
     assert not broken, "\n".join(broken)
 
 
