@@ -82,7 +82,10 @@ def test_an_edited_corpus_is_another_dataset(tiny_model_dir: Path, tmp_path: Pat
         corpus, [*ROWS, "claim: Birds sing. perspective: Songs mark territory."]
     )  # same path, new row
     assert corpus_fingerprint(corpus) != fingerprint
-    assert SelfGuideDataset(**params).config_id != before
+    edited = SelfGuideDataset(**params).config_id
+    assert edited != before
+    by_meaning = SelfGuideDataset(**params, corpus_retriever="embeddings").config_id  # load_dataset's keyword
+    assert by_meaning not in (edited, before)
 
 
 @pytest.mark.parametrize(
