@@ -139,3 +139,35 @@ def test_arms_seeds_average_the_draws_and_agree_on_a_verdict(tmp_path: Path) -> 
     agreed = arms.combine_seeds([rows[0], {**rows[0], "delta": 16.0}])
     assert agreed["verdict"] == "improved" and agreed["delta"] == 14.0
     assert arms.combine_seeds(rows[:1]) is rows[0]  # one seed: the run's own interval stays
+
+
+def test_corpus_label_quality_scores_the_self_made_targets_against_the_true_outputs(
+    tmp_path: Path, ni_dir: Path, monkeypatch
+) -> None:
+    import json
+
+    spec = importlib.util.spec_from_file_location(
+        "label_quality", ROOT / "benchmarks" / "corpus_label_quality.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "SHARED", ni_dir)
+    truth = [
+        json.loads(line) for line in (ni_dir / "task738" / "validation.jsonl").read_text().splitlines()[:4]
+    ]
+    run = tmp_path / "corpus-inputs" / "task738"
+    (run / "synthetic").mkdir(parents=True)
+    wrong = {"support": "undermine", "undermine": "support"}
+    pairs = [  # two right, one wrong, one input that is not in the corpus
+        {"input": truth[0]["input"], "output": truth[0]["output"]},
+        {"input": truth[1]["input"], "output": truth[1]["output"]},
+        {"input": truth[2]["input"], "output": wrong[truth[2]["output"]]},
+        {"input": "claim: made up. perspective: not in the corpus.", "output": "support"},
+    ]
+    (run / "synthetic" / "train.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
+    (run / "report.json").write_text(
+        json.dumps({"baseline": {"score": 26.0}, "self_guided": {"score": 42.0}})
+    )
+    row = module.label_quality(run, "task738")
+    assert (row["pairs"], row["matched"], row["self_label_score"]) == (4, 3, 66.7)
+    assert (row["few_shot_test"], row["self_guided_test"]) == (26.0, 42.0)
