@@ -28,6 +28,7 @@ from typing import Any
 
 from selfguide_hf.labels import normalize_answer
 from selfguide_hf.models import cache_home, in_hf_cache
+from selfguide_hf.registry import Registry
 from selfguide_hf.task import TaskSpec
 
 __all__ = [
@@ -218,7 +219,9 @@ def rank_embeddings(
 
 
 Ranker = Callable[..., list[int]]
-RETRIEVERS: dict[str, Ranker] = {"bm25": rank_bm25, "embeddings": rank_embeddings}
+RETRIEVERS: Registry[Ranker] = Registry("corpus retriever", CorpusError)
+RETRIEVERS.add("bm25", rank_bm25)
+RETRIEVERS.add("embeddings", rank_embeddings)
 
 
 def rank_corpus(
@@ -228,6 +231,4 @@ def rank_corpus(
     embedding_model: str = DEFAULT_EMBEDDING_MODEL,
 ) -> list[int]:
     """Indices of ``texts`` by relevance to the task (instruction and demonstration inputs), best first."""
-    if retriever not in RETRIEVERS:
-        raise CorpusError(f"unknown corpus retriever {retriever!r}; known: {sorted(RETRIEVERS)}")
-    return RETRIEVERS[retriever](texts, spec, embedding_model=embedding_model)
+    return RETRIEVERS.lookup(retriever)(texts, spec, embedding_model=embedding_model)

@@ -230,3 +230,19 @@ def test_corpus_settings_given_twice_are_refused(tiny_model_dir: Path, tmp_path:
         synthesis_overrides(sg)
     sg.corpus_mode = "rewrite"
     assert synthesis_overrides(sg)["corpus_mode"] == "rewrite"
+
+
+def test_an_unloadable_embedding_model_is_a_one_line_error(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    from selfguide_hf import cli
+    from tests.test_cli import run_args
+
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    args = run_args(
+        tiny_model_dir, tmp_path / "run", "--corpus", str(corpus), "--corpus-retriever", "embeddings"
+    )
+    assert cli.main([*args, "--corpus-embedding-model", str(tmp_path / "no-such-model")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot load the embedding model" in err and "no-such-model" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "adapter").exists()  # nothing trained on a half-made dataset
