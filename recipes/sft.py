@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from selfguide_hf import pipeline
+from selfguide_hf.distributed import end_processes
 from selfguide_hf.recipe_args import parse_recipe_args
 
 logger = logging.getLogger("selfguide.sft")
@@ -27,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pipeline.run_all(run)
     if run.is_main_process:
         logger.info("adapter and model card in %s", run.output_dir)
+    end_processes()
     return 0
 
 

@@ -351,6 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TaskSpecError, ValueError, RuntimeError, OSError) as exc:
         print(f"selfguide {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    from selfguide_hf.distributed import end_processes
+
+    end_processes()
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from selfguide_hf.generation import GenerationEngine, SamplingParams
 
-__all__ = ["generate_distributed", "process_state", "score_distributed"]
+__all__ = ["end_processes", "generate_distributed", "process_state", "score_distributed"]
 
 
 class _SingleProcess:
@@ -35,6 +35,21 @@ def process_state() -> Any:
 
         return PartialState()
     return _SingleProcess()
+
+
+def end_processes() -> None:
+    """Wait for every process, then tear down the process group, at the end of a front door's run.
+
+    A gloo group left to interpreter exit can abort a rank that has finished
+    all its work ("terminate called without an active exception", SIGABRT),
+    which turns a finished run into a failed launch. Library calls never do
+    this: a user's own script may still need the group.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def score_distributed(

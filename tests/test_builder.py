@@ -288,6 +288,8 @@ DIST_RUN = """
     ds = load_dataset("selfguide", split="train", **json.loads(sys.argv[1]))
     with open(f"{sys.argv[2]}.{state.process_index}", "w") as out:
         json.dump({"rows": ds.to_list(), "prompts": sum(counted)}, out)
+    from selfguide_hf.distributed import end_processes
+    end_processes()
 """
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from selfguide_hf.distributed import generate_distributed
+from selfguide_hf.distributed import end_processes, generate_distributed
 from selfguide_hf.generation import (
     GenerationEngine,
     SamplingParams,
@@ -343,12 +343,23 @@ def test_generate_distributed_single_process_is_engine_generate(model_and_tokeni
     assert generate_distributed(engine, prompts, params) == engine.generate(prompts, params)
 
 
+def test_end_processes_tears_down_the_group_and_is_a_no_op_without_one(tmp_path):
+    """The front doors end with it; leaving a gloo group to interpreter exit can SIGABRT a finished rank."""
+    import torch.distributed as dist
+
+    end_processes()  # no group: nothing to do, no error
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_processes()
+    assert not dist.is_initialized()
+
+
 DIST_SCRIPT = textwrap.dedent(
     """
     import json, sys
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from selfguide_hf.distributed import generate_distributed
+    from selfguide_hf.distributed import end_processes, generate_distributed
     from selfguide_hf.generation import SamplingParams, TransformersEngine
 
     state = PartialState(cpu=True)
@@ -361,6 +372,7 @@ DIST_SCRIPT = textwrap.dedent(
     results = generate_distributed(engine, prompts, params)
     with open(f"{out_path}.{state.process_index}", "w") as f:
         json.dump(results, f)
+    end_processes()
     """
 )
 
