@@ -87,6 +87,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
     vllm_options: dict | None = None  # memory and parallelism of a vLLM engine; not part of the key
     task_fingerprint: str = ""
     corpus_fingerprint: str = ""  # the corpus's bytes: an edited corpus file is another dataset
+    embedding_fingerprint: str = ""  # a local embedding model's bytes (retriever "embeddings" only)
     model_fingerprint: str = ""  # weights and tokenizer files (the chat template changes every prompt)
 
     def __post_init__(self) -> None:
@@ -96,7 +97,12 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
     @classmethod
     def parameter_names(cls) -> list[str]:
         """What `load_dataset("selfguide", ...)` accepts as keyword arguments."""
-        hidden = _BUILDER_CONFIG_FIELDS | {"task_fingerprint", "model_fingerprint", "corpus_fingerprint"}
+        hidden = _BUILDER_CONFIG_FIELDS | {
+            "task_fingerprint",
+            "model_fingerprint",
+            "corpus_fingerprint",
+            "embedding_fingerprint",
+        }
         return sorted(f for f in cls.__dataclass_fields__ if f not in hidden)
 
     def synthesis_config(self) -> SynthesisConfig:
@@ -131,6 +137,10 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
                 raise CorpusError(f"{self.corpus}: no such corpus file or folder")
             self.corpus = str(Path(self.corpus).resolve())
             self.corpus_fingerprint = corpus_fingerprint(self.corpus)
+            if self.corpus_retriever == "embeddings":
+                from selfguide_hf.corpus import embedding_model_fingerprint
+
+                self.embedding_fingerprint = embedding_model_fingerprint(self.corpus_embedding_model)
         resolved = resolve_model(self.model, self.revision)
         self.model_fingerprint = f"{weights_fingerprint(resolved)}-{tokenizer_fingerprint(resolved)}"
         # decided before the key is made: data made by a fallback engine must not sit under vLLM's key
@@ -147,6 +157,8 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
                 "batch_size": self.batch_size,
                 "engine": self.engine,
                 "corpus": self.corpus_fingerprint,
+                # only when set: data made before this field existed keeps its key
+                **({"embedding_model": self.embedding_fingerprint} if self.embedding_fingerprint else {}),
             },
             sort_keys=True,
         )

@@ -36,6 +36,7 @@ __all__ = [
     "RETRIEVERS",
     "CorpusError",
     "corpus_fingerprint",
+    "embedding_model_fingerprint",
     "load_corpus",
     "rank_corpus",
     "resolve_embedding_model",
@@ -127,6 +128,11 @@ def load_corpus(path: str | os.PathLike[str], field: str = "text") -> list[str]:
     if not texts:
         raise CorpusError(f"{path}: field {field!r} holds no non-empty text")
     return texts
+
+
+def embedding_model_fingerprint(name: str) -> str:
+    """A local embedding model's bytes, else its name: other weights saved at the same path rank otherwise."""
+    return corpus_fingerprint(name) if Path(name).is_dir() else name
 
 
 def _query(spec: TaskSpec) -> list[str]:

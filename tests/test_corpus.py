@@ -88,6 +88,29 @@ def test_an_edited_corpus_is_another_dataset(tiny_model_dir: Path, tmp_path: Pat
     assert by_meaning not in (edited, before)
 
 
+def test_a_local_embedding_model_is_keyed_by_its_bytes(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Other weights saved into the same folder rank the corpus otherwise: not the old synthetic data."""
+    import shutil
+
+    from selfguide_hf.builder import SelfGuideDataset
+
+    local = tmp_path / "embedder"
+    shutil.copytree(tiny_model_dir, local)  # only hashed, never loaded here
+    params = {
+        "task": "task738",
+        "model": str(tiny_model_dir),
+        "cache_dir": str(tmp_path / "cache"),
+        "corpus": str(write_corpus(tmp_path / "c.jsonl")),
+        "corpus_retriever": "embeddings",
+        "corpus_embedding_model": str(local),
+    }
+    before = SelfGuideDataset(**params).config_id
+    assert SelfGuideDataset(**params).config_id == before
+    weights = next(local.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes() + b"\0")  # re-saved: same path, other bytes
+    assert SelfGuideDataset(**params).config_id != before
+
+
 @pytest.mark.parametrize(
     ("mode", "retriever"), [("inputs", "bm25"), ("rewrite", "bm25"), ("inputs", "embeddings")]
 )
