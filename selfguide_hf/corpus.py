@@ -97,11 +97,30 @@ def _read(path: Path) -> Any:
     )
 
 
+# The last corpus read, keyed by its files' paths, sizes and modification times: the run's
+# early check and synthesis read the same file, and a 1M-row corpus takes ~40 s to read.
+_last_read: tuple[tuple, list[str]] | None = None
+
+
 def load_corpus(path: str | os.PathLike[str], field: str = "text") -> list[str]:
     """The corpus's non-empty texts in ``field``, stripped, duplicates (after normalisation) removed."""
+    global _last_read
     path = Path(path)
     if not path.exists():
         raise CorpusError(f"{path}: no such corpus file or folder")
+    stamp = (
+        str(path.resolve()),
+        field,
+        tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in _files(path)),
+    )
+    if _last_read is not None and _last_read[0] == stamp:
+        return list(_last_read[1])
+    texts = _read_texts(path, field)
+    _last_read = (stamp, texts)
+    return list(texts)
+
+
+def _read_texts(path: Path, field: str) -> list[str]:
     try:
         data = _read(path)
     except CorpusError:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from selfguide_hf.generation import GenerationEngine, SamplingParams
 
-__all__ = ["end_processes", "generate_distributed", "process_state", "score_distributed"]
+T = TypeVar("T")
+
+__all__ = ["end_processes", "generate_distributed", "on_main_process", "process_state", "score_distributed"]
 
 
 class _SingleProcess:
@@ -35,6 +38,31 @@ def process_state() -> Any:
 
         return PartialState()
     return _SingleProcess()
+
+
+def on_main_process(state: Any, compute: Callable[[], T]) -> T:
+    """``compute()`` once, on the main process; every process gets its result (or its exception).
+
+    For work that is the same on every rank and costly (reading and ranking a
+    large corpus, embedding every row): N ranks would each do all of it. An
+    exception on the main process is raised on every process, so no rank
+    waits forever for a result that will not come.
+    """
+    if state.num_processes <= 1:
+        return compute()
+    from accelerate.utils import broadcast_object_list
+
+    box: list[Any] = [None]
+    if state.is_main_process:
+        try:
+            box[0] = (True, compute())
+        except Exception as exc:  # sent to the other ranks, then raised here too
+            box[0] = (False, exc)
+    broadcast_object_list(box, from_process=0)
+    ok, value = box[0]
+    if not ok:
+        raise value
+    return value
 
 
 def end_processes() -> None:

@@ -34,7 +34,7 @@ from selfguide_hf.calibration import (
 )
 from selfguide_hf.checkpoints import RoundCheckpoints
 from selfguide_hf.corpus import corpus_fingerprint, load_corpus, rank_corpus
-from selfguide_hf.distributed import generate_distributed, process_state
+from selfguide_hf.distributed import generate_distributed, on_main_process, process_state
 from selfguide_hf.engines import close_engine
 from selfguide_hf.filters import (
     CHAT_PHRASES,
@@ -116,9 +116,7 @@ class _Synthesis(AnnotationMixin):
         self.corpus_rows: list[str] | None = None
         raw_inputs = config.num_inputs
         if config.corpus:
-            texts = load_corpus(config.corpus, config.corpus_field)
-            order = rank_corpus(texts, spec, config.corpus_retriever, config.corpus_embedding_model)
-            self.corpus_rows = [texts[i] for i in order][: config.num_inputs]
+            self.corpus_rows = on_main_process(state, self._retrieve)  # not once per rank
             raw_inputs = len(self.corpus_rows)  # a corpus smaller than num_inputs gives what it has
         self.raw_inputs = raw_inputs
         self.num_rounds = math.ceil(raw_inputs / config.prompts_per_round)
@@ -325,6 +323,13 @@ class _Synthesis(AnnotationMixin):
         for text in data["accepted_inputs"]:
             self.pool.append(text)
             self._remember(text)
+
+    def _retrieve(self) -> list[str]:
+        """The ``num_inputs`` corpus rows most relevant to the task, best first."""
+        config = self.config
+        texts = load_corpus(config.corpus, config.corpus_field)
+        order = rank_corpus(texts, self.spec, config.corpus_retriever, config.corpus_embedding_model)
+        return [texts[i] for i in order][: config.num_inputs]
 
     def run(self) -> SynthesisResult:
         self.check_demonstrations_fit()

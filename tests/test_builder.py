@@ -293,10 +293,10 @@ DIST_RUN = """
 """
 
 
-@pytest.mark.slow
-def test_two_processes_split_the_work(kwargs: dict[str, Any], tmp_path: Path) -> None:
+def launch_two(code: str, kwargs: dict[str, Any], tmp_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run ``code`` in two gloo processes; each writes a JSON result, returned by rank."""
     script = tmp_path / "dist.py"
-    script.write_text(textwrap.dedent(DIST_RUN))
+    script.write_text(textwrap.dedent(code))
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [
@@ -313,8 +313,55 @@ def test_two_processes_split_the_work(kwargs: dict[str, Any], tmp_path: Path) ->
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     rank0, rank1 = (json.loads(Path(f"{out}.{i}").read_text()) for i in (0, 1))
+    return rank0, rank1
+
+
+@pytest.mark.slow
+def test_two_processes_split_the_work(kwargs: dict[str, Any], tmp_path: Path) -> None:
+    rank0, rank1 = launch_two(DIST_RUN, kwargs, tmp_path)
     assert rank0["rows"] == rank1["rows"] and rank0["rows"]
     assert rank0["prompts"] == rank1["prompts"] == kwargs["num_inputs"] // 2  # each did half the inputs
+
+
+DIST_CORPUS = """
+    import json, sys
+    from accelerate import PartialState
+    state = PartialState(cpu=True)
+    import selfguide_hf
+    from selfguide_hf import distributed, synthesis
+    from selfguide_hf.corpus import CorpusError
+    ranked = []
+    real = synthesis.rank_corpus
+    def rank(*args, **kw):
+        ranked.append(1)
+        return real(*args, **kw)
+    synthesis.rank_corpus = rank
+    def fail():
+        raise CorpusError("c.jsonl: broken on the main process")
+    try:
+        distributed.on_main_process(state, fail)
+        error = None
+    except CorpusError as exc:
+        error = str(exc)
+    from datasets import load_dataset
+    ds = load_dataset("selfguide", split="train", **json.loads(sys.argv[1]))
+    with open(f"{sys.argv[2]}.{state.process_index}", "w") as out:
+        json.dump({"rows": ds.to_list(), "ranked": len(ranked), "error": error}, out)
+    distributed.end_processes()
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_rank_the_corpus_once(kwargs: dict[str, Any], tmp_path: Path) -> None:
+    """The main process reads and ranks the corpus and shares the rows; its errors reach every rank."""
+    corpus = tmp_path / "c.jsonl"
+    rows = [f"claim: Topic {i} matters. perspective: It helps {i} people." for i in range(12)]
+    corpus.write_text("".join(json.dumps({"text": row}) + "\n" for row in rows))
+    rank0, rank1 = launch_two(DIST_CORPUS, {**kwargs, "corpus": str(corpus)}, tmp_path)
+    assert rank0["error"] == rank1["error"] == "c.jsonl: broken on the main process"
+    assert (rank0["ranked"], rank1["ranked"]) == (1, 0)
+    assert rank0["rows"] == rank1["rows"] and rank0["rows"]
+    assert {row["input"] for row in rank0["rows"]} <= set(rows)
 
 
 # ----------------------------------------------------------------------- real model

@@ -65,6 +65,21 @@ def test_corpus_errors_name_the_file_and_field(tmp_path: Path) -> None:
         load_corpus(tmp_path / "c.xml")
 
 
+def test_a_corpus_read_twice_is_read_once_unless_edited(tmp_path: Path, monkeypatch) -> None:
+    """The early check and synthesis read the same corpus: the second read is free, an edit is seen."""
+    from selfguide_hf import corpus
+
+    corpus_path = write_corpus(tmp_path / "c.jsonl")
+    reads: list[Path] = []
+    real = corpus._read_texts
+    monkeypatch.setattr(corpus, "_read_texts", lambda path, field: reads.append(path) or real(path, field))
+    first = load_corpus(corpus_path)
+    first.append("changed by the caller")
+    assert load_corpus(corpus_path) == first[:-1] and len(reads) == 1
+    write_corpus(corpus_path, [*ROWS, "A new row about trains."])
+    assert load_corpus(corpus_path)[-1] == "A new row about trains." and len(reads) == 2
+
+
 def test_an_edited_corpus_is_another_dataset(tiny_model_dir: Path, tmp_path: Path) -> None:
     from selfguide_hf.builder import SelfGuideDataset
 
