@@ -244,12 +244,22 @@ def check_enough_data(run: SelfGuideRun, data: SyntheticData) -> None:
         return  # the user's own rows: their call
     raw = (data.funnel or {}).get("raw_inputs")
     facts = shortfall(list(data.dataset["output"]), run.spec.labels, run.args.min_pairs, data.funnel)
-    if facts is not None:
-        raise TooFewPairsError(
-            f"task {run.spec.name}: {facts}. Try {run.flag('num_inputs')} "
-            f"{2 * raw if isinstance(raw, int) else 'N'} (the synthetic data so far stays cached), "
-            f"real inputs from your own texts ({run.flag('corpus')} FILE), or {run.flag('min_pairs')} 1 to train anyway"
+    if facts is None:
+        return
+    corpus = ((data.funnel or {}).get("notes") or {}).get("corpus")
+    if corpus:  # more --num-inputs cannot help once every corpus row is used
+        more = (
+            f"more rows in the corpus {corpus.get('name')} (it gave {corpus.get('rows_used')}; "
+            f"{run.flag('num_inputs')} caps how many are used), no corpus (the model writes the inputs)"
         )
+    else:
+        more = (
+            f"{run.flag('num_inputs')} {2 * raw if isinstance(raw, int) else 'N'} (the synthetic data so far "
+            f"stays cached), real inputs from your own texts ({run.flag('corpus')} FILE)"
+        )
+    raise TooFewPairsError(
+        f"task {run.spec.name}: {facts}. Try {more}, or {run.flag('min_pairs')} 1 to train anyway"
+    )
 
 
 # ----------------------------------------------------------------- training

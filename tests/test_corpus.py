@@ -176,6 +176,23 @@ def test_a_bad_corpus_fails_before_synthesis(tiny_model_dir: Path, tmp_path: Pat
     assert "no field 'body'" in capsys.readouterr().err
 
 
+def test_too_few_pairs_from_a_small_corpus_says_the_corpus_not_num_inputs(
+    tiny_model_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """task121's 12-row corpus left 11 pairs and was told to try --num-inputs 24, which cannot help."""
+    from selfguide_hf import cli
+    from tests.test_cli import run_args
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    corpus = write_corpus(tmp_path / "c.jsonl")
+    args = run_args(tiny_model_dir, tmp_path / "run", "--corpus", str(corpus), "--num-inputs", "3")
+    args[args.index("--min-pairs") + 1] = "50"
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "Try more rows in the corpus c.jsonl (it gave 3; --num-inputs caps how many are used)" in err
+    assert "--num-inputs 6" not in err and "--min-pairs 1 to train anyway" in err
+
+
 # ------------------------------------------------------------- embeddings retriever
 MEANING_ONLY = "Ought lawmakers outlaw rap tracks? Musicians deserve freedom of expression."  # no query word
 UNRELATED = ["Preheat the oven before baking bread.", "The train departs at noon from platform two."]
