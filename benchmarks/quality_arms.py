@@ -158,7 +158,36 @@ def markdown(results: dict[str, Any]) -> str:
             down = sum(r.get("verdict") == "worse" for r in done)
             cells.append(f"mean {mean:+.1f} over {len(done)}; {up} improved, {down} worse")
         lines.append(f"| **{metric}** | | | " + " | ".join(cells) + " |")
+        if "self-guided" in arms and any(c != "-" for c in cells):
+            lines.append(
+                f"| **{metric}, arm − self-guided** | | | "
+                + " | ".join(_paired(results["tasks"], arm, metric) for arm in arms)
+                + " |"
+            )
     return "\n".join(lines)
+
+
+def _paired(tasks: dict[str, dict[str, Any]], arm: str, metric: str) -> str:
+    """The arm's delta minus self-guided's, over only the tasks where both finished.
+
+    The group means above are over whichever tasks each arm finished; with
+    arms finished on different tasks only this row compares them.
+    """
+    if arm == "self-guided":
+        return "-"
+    pairs = [
+        (by_arm[arm]["delta"], by_arm["self-guided"]["delta"])
+        for by_arm in tasks.values()
+        if all(
+            by_arm.get(a) and by_arm[a].get("metric") == metric and by_arm[a].get("delta") is not None
+            for a in (arm, "self-guided")
+        )
+    ]
+    if not pairs:
+        return "-"
+    diff = sum(a - b for a, b in pairs) / len(pairs)
+    above = sum(a > b for a, b in pairs)
+    return f"{diff:+.1f} over {len(pairs)} tasks; above self-guided on {above}"
 
 
 def main(argv: list[str] | None = None) -> int:

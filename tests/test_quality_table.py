@@ -114,6 +114,14 @@ def test_arms_flags_and_table(tmp_path: Path, ni_dir: Path, monkeypatch) -> None
     table = arms.markdown(results)
     assert "| task738 | exact_match | 26.0 | +17.5 (+6.5 to +28.0) improved; 44/100 pairs |" in table
     assert "mean +17.5 over 1; 1 improved, 0 worse | mean -1.0 over 1; 0 improved, 0 worse" in table
+    # a second task where only self-guided finished: the group means differ in tasks, the paired row does not
+    results["tasks"]["task199"] = {
+        "self-guided": {**row, "delta": 30.0, "verdict": "improved", "kept": 1, "raw": 1}
+    }
+    table = arms.markdown(results)
+    assert (
+        "| **exact_match, arm − self-guided** | | | - | -18.5 over 1 tasks; above self-guided on 0 |" in table
+    )
 
 
 def test_arms_seeds_average_the_draws_and_agree_on_a_verdict(tmp_path: Path) -> None:
