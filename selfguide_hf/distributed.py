@@ -57,12 +57,23 @@ def on_main_process(state: Any, compute: Callable[[], T]) -> T:
         try:
             box[0] = (True, compute())
         except Exception as exc:  # sent to the other ranks, then raised here too
-            box[0] = (False, exc)
+            box[0] = (False, exc if _picklable(exc) else RuntimeError(f"{type(exc).__name__}: {exc}"))
     broadcast_object_list(box, from_process=0)
     ok, value = box[0]
     if not ok:
         raise value
     return value
+
+
+def _picklable(value: Any) -> bool:
+    """Whether ``value`` survives a broadcast; one that does not would fail on rank 0 only, and hang the rest."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(value))
+    except Exception:
+        return False
+    return True
 
 
 def end_processes() -> None:

@@ -343,10 +343,24 @@ DIST_CORPUS = """
         error = None
     except CorpusError as exc:
         error = str(exc)
+    import threading
+    class Unpicklable(Exception):
+        def __init__(self):
+            super().__init__("holds a lock")
+            self.lock = threading.Lock()
+    def fail_unpicklable():
+        raise Unpicklable()
+    try:
+        distributed.on_main_process(state, fail_unpicklable)
+        unpicklable = None
+    except RuntimeError as exc:
+        unpicklable = str(exc)
     from datasets import load_dataset
     ds = load_dataset("selfguide", split="train", **json.loads(sys.argv[1]))
     with open(f"{sys.argv[2]}.{state.process_index}", "w") as out:
-        json.dump({"rows": ds.to_list(), "ranked": len(ranked), "error": error}, out)
+        json.dump(
+            {"rows": ds.to_list(), "ranked": len(ranked), "error": error, "unpicklable": unpicklable}, out
+        )
     distributed.end_processes()
 """
 
@@ -359,6 +373,8 @@ def test_two_processes_rank_the_corpus_once(kwargs: dict[str, Any], tmp_path: Pa
     corpus.write_text("".join(json.dumps({"text": row}) + "\n" for row in rows))
     rank0, rank1 = launch_two(DIST_CORPUS, {**kwargs, "corpus": str(corpus)}, tmp_path)
     assert rank0["error"] == rank1["error"] == "c.jsonl: broken on the main process"
+    # an exception that cannot be pickled reaches every rank as text, not as a hang on rank 1
+    assert rank0["unpicklable"] == rank1["unpicklable"] == "Unpicklable: holds a lock"
     assert (rank0["ranked"], rank1["ranked"]) == (1, 0)
     assert rank0["rows"] == rank1["rows"] and rank0["rows"]
     assert {row["input"] for row in rank0["rows"]} <= set(rows)
