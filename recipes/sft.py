@@ -45,9 +45,11 @@ def cli() -> int:
         return main()
     except (TrainingConfigError, TaskSpecError, EvalDataError) as exc:  # what the user gave
         print(f"error: {exc}", file=sys.stderr)
+        end_processes(wait=False)
         return 2
     except (SynthesisError, HubPushError) as exc:  # what the run met: no data survived, the Hub refused
         print(f"error: {exc}", file=sys.stderr)
+        end_processes(wait=False)
         return 1
 
 

@@ -344,15 +344,15 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logger.setLevel(logging.INFO)
+    from selfguide_hf.distributed import end_processes
     from selfguide_hf.task import TaskSpecError
 
     try:
         COMMANDS[args.command](args, argv)
     except (TaskSpecError, ValueError, RuntimeError, OSError) as exc:
         print(f"selfguide {args.command}: error: {exc}", file=sys.stderr)
+        end_processes(wait=False)
         return 2
-    from selfguide_hf.distributed import end_processes
-
     end_processes()
     return 0
 

@@ -76,18 +76,22 @@ def _picklable(value: Any) -> bool:
     return True
 
 
-def end_processes() -> None:
+def end_processes(wait: bool = True) -> None:
     """Wait for every process, then tear down the process group, at the end of a front door's run.
 
     A gloo group left to interpreter exit can abort a rank that has finished
     all its work ("terminate called without an active exception", SIGABRT),
     which turns a finished run into a failed launch. Library calls never do
-    this: a user's own script may still need the group.
+    this: a user's own script may still need the group. After an error,
+    ``wait=False`` skips the barrier (the other ranks may never reach it):
+    the failed rank exits with its own status, and a rank still waiting on it
+    gets a connection error instead of a hang.
     """
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

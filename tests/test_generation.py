@@ -343,7 +343,7 @@ def test_generate_distributed_single_process_is_engine_generate(model_and_tokeni
     assert generate_distributed(engine, prompts, params) == engine.generate(prompts, params)
 
 
-def test_end_processes_tears_down_the_group_and_is_a_no_op_without_one(tmp_path):
+def test_end_processes_tears_down_the_group_and_is_a_no_op_without_one(tmp_path, monkeypatch):
     """The front doors end with it; leaving a gloo group to interpreter exit can SIGABRT a finished rank."""
     import torch.distributed as dist
 
@@ -352,6 +352,12 @@ def test_end_processes_tears_down_the_group_and_is_a_no_op_without_one(tmp_path)
     assert dist.is_initialized()
     end_processes()
     assert not dist.is_initialized()
+    # after an error: no barrier (the other ranks may never reach it), the group still torn down
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store2'}", rank=0, world_size=1)
+    barriers = []
+    monkeypatch.setattr(dist, "barrier", lambda *a, **k: barriers.append(1))
+    end_processes(wait=False)
+    assert not dist.is_initialized() and barriers == []
 
 
 DIST_SCRIPT = textwrap.dedent(
