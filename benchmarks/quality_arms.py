@@ -23,7 +23,9 @@ go to every run. The arms (issue 13):
 The table has, per task, the few-shot score and each arm's delta with its 95 %
 interval (paired bootstrap over the same rows, from each run's report) and
 verdict; per group (classification, generation) the mean delta and how many
-tasks improved or got worse. ``--report-only`` tabulates finished runs.
+tasks improved or got worse. A second table puts each arm head to head with
+self-guided: its score minus self-guided's on the same test rows, with a paired
+interval. ``--report-only`` tabulates finished runs.
 
 The row interval does not cover the draw: the same arm re-synthesised and
 re-trained moved by up to 10 points on the embedded model. ``--seeds 0,1,2``
@@ -45,6 +47,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import ROOT, bundled_tasks, read_report, row_of, run_task
+
+from selfguide_hf.verdict import paired_bootstrap, verdict_word
 
 SHARED = ROOT.parent / "shared" / "ni"
 DEFAULT_INPUT_FILTERS = {
@@ -112,6 +116,35 @@ def combine_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def versus_self_guided(arm_run: Path, self_guided_run: Path) -> dict[str, Any]:
+    """The arm's score minus self-guided's on the same test rows, with its paired-bootstrap interval.
+
+    The table's deltas are each against few-shot; two arms' intervals overlapping
+    says little about their difference, which this measures directly. Runs
+    scored on other rows (different few-shot row scores) are not compared.
+    """
+    reports = []
+    for run in (arm_run, self_guided_run):
+        path = run / "report.json"
+        if not path.exists():
+            return {"error": f"no {path}"}
+        reports.append(json.loads(path.read_text()))
+    arm = reports[0]
+    rows = [(r.get("baseline") or {}).get("row_scores") for r in reports]
+    tuned = [(r.get("self_guided") or {}).get("row_scores") for r in reports]
+    if not all(rows) or not all(tuned) or rows[0] != rows[1]:
+        return {"error": "not the same test rows"}
+    interval = paired_bootstrap(tuned[1], tuned[0])
+    return {
+        "delta": interval["delta"],
+        "low": interval["low"],
+        "high": interval["high"],
+        "verdict": verdict_word(interval),
+        "rows": interval["rows"],
+        "metric": arm.get("metric"),
+    }
+
+
 def _cell(row: dict[str, Any] | None) -> str:
     if not row:
         return "-"
@@ -122,6 +155,8 @@ def _cell(row: dict[str, Any] | None) -> str:
     if row.get("seed_deltas"):
         missing = f", {row['seeds_missing']} not run" if row.get("seeds_missing") else ""
         interval = " (seeds " + ", ".join(f"{d:+.1f}" for d in row["seed_deltas"]) + missing + ")"
+    if "raw" not in row:  # a head-to-head cell: no pairs of its own
+        return f"{row['delta']:+.1f}{interval} {row.get('verdict') or ''}".rstrip()
     return f"{row['delta']:+.1f}{interval} {row.get('verdict') or ''}; {row['kept']}/{row['raw']} pairs"
 
 
@@ -164,6 +199,25 @@ def markdown(results: dict[str, Any]) -> str:
                 + " | ".join(_paired(results["tasks"], arm, metric) for arm in arms)
                 + " |"
             )
+    versus = results.get("versus_self_guided") or {}
+    others = [arm for arm in arms if arm != "self-guided"]
+    if versus and others:
+        lines += [
+            "",
+            "Each arm against self-guided on the same test rows (paired bootstrap over the rows):",
+            "",
+            "| task | " + " | ".join(f"{arm} − self-guided" for arm in others) + " |",
+            "|---|" + "---|" * len(others),
+        ]
+        for task, by_arm in versus.items():
+            lines.append(f"| {task} | " + " | ".join(_cell(by_arm.get(arm)) for arm in others) + " |")
+        tally = []
+        for arm in others:
+            done = [by_arm[arm] for by_arm in versus.values() if by_arm.get(arm, {}).get("delta") is not None]
+            up = sum(r.get("verdict") == "improved" for r in done)
+            down = sum(r.get("verdict") == "worse" for r in done)
+            tally.append(f"above on {up}, below on {down} of {len(done)}" if done else "-")
+        lines.append("| **outside noise** | " + " | ".join(tally) + " |")
     return "\n".join(lines)
 
 
@@ -234,6 +288,21 @@ def main(argv: list[str] | None = None) -> int:
     by_task: dict[str, dict[str, Any]] = {task: {} for task in tasks}
     for (task, arm), rows in per_seed.items():
         by_task[task][arm] = combine_seeds(rows)
+    versus: dict[str, dict[str, Any]] = {}
+    if "self-guided" in arms:
+        for task in tasks:
+            versus[task] = {
+                arm: combine_seeds(
+                    [
+                        versus_self_guided(
+                            arm_dir(arm, args, seed) / task, arm_dir("self-guided", args, seed) / task
+                        )
+                        for seed in seeds
+                    ]
+                )
+                for arm in arms
+                if arm != "self-guided"
+            }
     results = {
         "command": "python benchmarks/quality_arms.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -241,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         "arms": arms,
         "seeds": seeds,
         "tasks": by_task,
+        "versus_self_guided": versus,
     }
     out_json = args.json or args.out_dir / "arms.json"
     out_json.parent.mkdir(parents=True, exist_ok=True)

@@ -179,3 +179,46 @@ def test_corpus_label_quality_scores_the_self_made_targets_against_the_true_outp
     row = module.label_quality(run, "task738")
     assert (row["pairs"], row["matched"], row["self_label_score"]) == (4, 3, 66.7)
     assert (row["few_shot_test"], row["self_guided_test"]) == (26.0, 42.0)
+
+
+def test_arms_head_to_head_on_the_same_rows(tmp_path: Path) -> None:
+    """Arm minus self-guided row by row, with its own interval; runs on other rows are not compared."""
+    import json
+
+    arms = arms_module()
+    few_shot = [0.0] * 10 + [100.0] * 10
+
+    def report(name: str, tuned: list[float], base: list[float] = few_shot) -> Path:
+        run = tmp_path / name
+        run.mkdir()
+        (run / "report.json").write_text(
+            json.dumps(
+                {
+                    "metric": "exact_match",
+                    "baseline": {"row_scores": base},
+                    "self_guided": {"row_scores": tuned},
+                }
+            )
+        )
+        return run
+
+    guided = report("guided", [100.0] * 20)
+    worse = report("worse", [0.0] * 10 + [100.0] * 10)  # 10 rows lost, none gained
+    row = arms.versus_self_guided(worse, guided)
+    assert row["delta"] == -50.0 and row["high"] < 0 and row["verdict"] == "worse" and row["rows"] == 20
+    assert arms._cell(row).startswith("-50.0 (") and arms._cell(row).endswith(") worse")
+    same = arms.versus_self_guided(report("same", [100.0] * 20), guided)
+    assert (same["delta"], same["verdict"]) == (0.0, "no clear change")
+    other_rows = report("other", [100.0] * 20, base=[100.0] * 20)
+    assert arms.versus_self_guided(other_rows, guided) == {"error": "not the same test rows"}
+    assert "error" in arms.versus_self_guided(tmp_path / "missing", guided)
+    results = {
+        "command": "c",
+        "date": "d",
+        "arms": ["self-guided", "novelty"],
+        "tasks": {"task738": {}},
+        "versus_self_guided": {"task738": {"novelty": row}},
+    }
+    table = arms.markdown(results)
+    assert "| task | novelty − self-guided |" in table
+    assert "| **outside noise** | above on 0, below on 1 of 1 |" in table
