@@ -116,12 +116,18 @@ def combine_seeds(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+OTHER_ROWS = "not the same test rows"
+
+
 def versus_self_guided(arm_run: Path, self_guided_run: Path) -> dict[str, Any]:
     """The arm's score minus self-guided's on the same test rows, with its paired-bootstrap interval.
 
     The table's deltas are each against few-shot; two arms' intervals overlapping
-    says little about their difference, which this measures directly. Runs
-    scored on other rows (different few-shot row scores) are not compared.
+    says little about their difference, which this measures directly. The
+    reports name no row ids, so "the same rows" is: the same task, model, split
+    and row count, and the same few-shot score on every row (the few-shot
+    answers are greedy, so the same rows give the same scores). Anything else
+    is not compared.
     """
     reports = []
     for run in (arm_run, self_guided_run):
@@ -132,8 +138,9 @@ def versus_self_guided(arm_run: Path, self_guided_run: Path) -> dict[str, Any]:
     arm = reports[0]
     rows = [(r.get("baseline") or {}).get("row_scores") for r in reports]
     tuned = [(r.get("self_guided") or {}).get("row_scores") for r in reports]
-    if not all(rows) or not all(tuned) or rows[0] != rows[1]:
-        return {"error": "not the same test rows"}
+    same = [(r.get("task"), r.get("model"), r.get("eval_split")) for r in reports]
+    if not all(rows) or not all(tuned) or rows[0] != rows[1] or same[0] != same[1]:
+        return {"error": OTHER_ROWS}
     interval = paired_bootstrap(tuned[1], tuned[0])
     return {
         "delta": interval["delta"],
@@ -149,6 +156,8 @@ def _cell(row: dict[str, Any] | None) -> str:
     if not row:
         return "-"
     if "error" in row:
+        if row["error"] == OTHER_ROWS:
+            return "other rows"
         return "not run" if str(row["error"]).startswith("no ") else "failed"  # read_report: "no <path>"
     low, high = row.get("low"), row.get("high")
     interval = f" ({low:+.1f} to {high:+.1f})" if low is not None else ""

@@ -360,6 +360,44 @@ def test_end_processes_tears_down_the_group_and_is_a_no_op_without_one(tmp_path,
     assert not dist.is_initialized() and barriers == []
 
 
+FAILED_RANK = textwrap.dedent(
+    """
+    import sys, torch.distributed as dist
+    rank, store = int(sys.argv[1]), sys.argv[2]
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    from selfguide_hf.distributed import end_processes
+    if rank == 1:  # the rank whose run failed: what the front doors do on their error path
+        end_processes(wait=False)
+        sys.exit(2)
+    try:
+        dist.barrier()  # the other rank, still waiting for it
+        print("returned")
+    except RuntimeError as exc:
+        print("error:", exc)
+    """
+)
+
+
+def test_a_failed_rank_exits_with_its_status_and_the_waiting_rank_is_not_left_hanging(tmp_path):
+    """end_processes(wait=False) on one rank: it exits 2 at once; a rank in a collective gets an error."""
+    script = tmp_path / "failed_rank.py"
+    script.write_text(FAILED_RANK)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(rank), str(tmp_path / "store")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    (out0, err0), (_, err1) = (rank.communicate(timeout=120) for rank in ranks)
+    assert ranks[1].returncode == 2, err1[-2000:]
+    assert ranks[0].returncode == 0 and out0.startswith("error:") and "closed" in out0, (out0, err0[-2000:])
+
+
 DIST_SCRIPT = textwrap.dedent(
     """
     import json, sys

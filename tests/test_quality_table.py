@@ -188,12 +188,15 @@ def test_arms_head_to_head_on_the_same_rows(tmp_path: Path) -> None:
     arms = arms_module()
     few_shot = [0.0] * 10 + [100.0] * 10
 
-    def report(name: str, tuned: list[float], base: list[float] = few_shot) -> Path:
+    def report(name: str, tuned: list[float], base: list[float] = few_shot, task: str = "task738") -> Path:
         run = tmp_path / name
         run.mkdir()
         (run / "report.json").write_text(
             json.dumps(
                 {
+                    "task": task,
+                    "model": "m",
+                    "eval_split": "test",
                     "metric": "exact_match",
                     "baseline": {"row_scores": base},
                     "self_guided": {"row_scores": tuned},
@@ -210,7 +213,10 @@ def test_arms_head_to_head_on_the_same_rows(tmp_path: Path) -> None:
     same = arms.versus_self_guided(report("same", [100.0] * 20), guided)
     assert (same["delta"], same["verdict"]) == (0.0, "no clear change")
     other_rows = report("other", [100.0] * 20, base=[100.0] * 20)
-    assert arms.versus_self_guided(other_rows, guided) == {"error": "not the same test rows"}
+    assert arms.versus_self_guided(other_rows, guided) == {"error": arms.OTHER_ROWS}
+    other_task = report("other-task", [100.0] * 20, task="task199")  # same scores, another task's rows
+    assert arms.versus_self_guided(other_task, guided) == {"error": arms.OTHER_ROWS}
+    assert arms._cell(arms.versus_self_guided(other_task, guided)) == "other rows"
     assert "error" in arms.versus_self_guided(tmp_path / "missing", guided)
     results = {
         "command": "c",
