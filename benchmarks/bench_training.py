@@ -189,7 +189,7 @@ def worker_bare(
     from selfguide_hf import methods, trainer
     from selfguide_hf.bundled import bundled_spec
     from selfguide_hf.models import resolve_model
-    from selfguide_hf.recipe_args import recipe_defaults
+    from selfguide_hf.settings_parser import recipe_defaults
 
     started = time.perf_counter()
     torch.set_num_threads(threads)

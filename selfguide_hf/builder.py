@@ -30,7 +30,7 @@ import datasets
 from datasets import DownloadMode
 
 from selfguide_hf.distributed import process_state
-from selfguide_hf.funnel import FUNNEL_JSON, Funnel, shortfall
+from selfguide_hf.funnel import DEFAULT_MIN_PAIRS, FUNNEL_JSON, Funnel, shortfall
 from selfguide_hf.hub_hook import DATASET_NAME, code_hash
 from selfguide_hf.synthesis import SynthesisResult, synthesize
 from selfguide_hf.synthesis_config import PRESETS, SynthesisConfig
@@ -82,7 +82,9 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
     model: str | None = None
     revision: str | None = None  # of a Hub model; the cache is keyed by the commit it resolves to
     batch_size: int = 8  # sequences decoded together; part of the key (it changes the sampled stream)
-    min_pairs: int = 16  # fewer rows (or a label with < 2) is logged as a warning; not part of the key
+    min_pairs: int = (
+        DEFAULT_MIN_PAIRS  # fewer rows (or a label with < 2) is logged as a warning; not part of the key
+    )
     engine: str = "auto"  # transformers, vllm or auto (resolved before keying: the engine is part of the key)
     vllm_options: dict | None = None  # memory and parallelism of a vLLM engine; not part of the key
     task_fingerprint: str = ""
@@ -118,7 +120,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
 
     def resolve(self) -> None:
         """Validate and fill in the fingerprints of the task content and the model weights."""
-        from selfguide_hf.models import resolve_model, weights_fingerprint
+        from selfguide_hf.models import resolve_model, tokenizer_fingerprint, weights_fingerprint
 
         for name in self.parameter_names():
             if isinstance(getattr(self, name), _ExplicitNone):
@@ -168,34 +170,6 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
         """The cache folder name: the preset plus a hash of everything that changes the rows."""
         self.resolve()
         return f"{self.name}-{self.cache_key()}"
-
-
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-    "chat_template.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-)
-
-
-def tokenizer_fingerprint(resolved: str) -> str:
-    """A short hash of a local model's tokenizer files (the Hub id when not local)."""
-    import hashlib
-
-    folder = Path(resolved)
-    digest = hashlib.sha256()
-    if not folder.is_dir():
-        digest.update(resolved.encode())
-    for name in TOKENIZER_FILES:
-        path = folder / name
-        if path.is_file():
-            digest.update(name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _preset_config(name: str) -> SelfGuideConfig:

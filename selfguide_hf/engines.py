@@ -22,6 +22,7 @@ import logging
 import os
 from typing import Any
 
+from selfguide_hf.errors import UserError
 from selfguide_hf.generation import TransformersEngine
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ INSTALL_HINT = (
 )
 
 
-class EngineError(ValueError):
+class EngineError(UserError):
     """An engine that was asked for and cannot run here; the message says what to install or pass."""
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selfguide_hf.fingerprints import EVALUATION_SOURCES, hash_value, source_hash
+from selfguide_hf.fingerprints import hash_value, stage_sources_hash
 from selfguide_hf.run_dir import file_digests, read_manifest, write_json_atomic
 
 if TYPE_CHECKING:  # only the type; importing it would load the recipe arguments (TRL)
@@ -28,13 +28,10 @@ def _say(message: str) -> None:
 # --------------------------------------------------------------- evaluation
 def eval_rows(run: SelfGuideRun) -> list[dict[str, Any]]:
     """The rows both models are scored on; read (and checked) before any stage runs."""
-    from selfguide_hf.evaluation import DEFAULT_MAX_EVAL, load_eval_rows
+    from selfguide_hf.evaluation import load_eval_rows
 
     return load_eval_rows(
-        run.spec,
-        run.args.eval_file,
-        split=run.args.eval_split,
-        max_eval=run.args.eval_max_rows or DEFAULT_MAX_EVAL,
+        run.spec, run.args.eval_file, split=run.args.eval_split, max_eval=run.args.eval_max_rows or None
     )
 
 
@@ -48,12 +45,13 @@ def check_rows_fit(run: SelfGuideRun, rows: list[dict[str, Any]]) -> None:
 
 
 def evaluation_key(run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None) -> dict[str, Any]:
-    """What a score depends on: base weights, adapter (identity and files), rows, evaluation code, batch."""
+    """What a score depends on: base weights and tokenizer, adapter (identity and files), rows, code, batch."""
     key: dict[str, Any] = {
         "model": run.weights,
+        "tokenizer": run.tokenizer,
         "task": run.spec.fingerprint(),
         "rows": hash_value(rows),
-        "code": source_hash(EVALUATION_SOURCES),
+        "code": stage_sources_hash("evaluation"),
         "batch_size": run.args.eval_batch_size,
         "engine": run.engine,
         "adapter": None,

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfguide_hf.errors import UserError
 from selfguide_hf.generation import SamplingParams, TransformersEngine
 from selfguide_hf.metrics import load_metric
 from selfguide_hf.prompts import (
@@ -30,11 +31,11 @@ from selfguide_hf.task import TaskSpec
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_EVAL = 200
+DEFAULT_MAX_EVAL = 200  # rows a run scores (0 = all): the one declaration, read by settings
 EVAL_SUBSET_SEED = 1234  # fixed, so the baseline and the tuned model see the same rows
 
 
-class EvalDataError(ValueError):
+class EvalDataError(UserError):
     """An eval file or split that cannot be scored; the message names file, row and field."""
 
 

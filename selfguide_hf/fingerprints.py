@@ -7,24 +7,15 @@ reused only when what they depend on is unchanged. Values go through
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 from collections.abc import Iterable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-__all__ = ["hash_value", "source_hash"]
-
-# The modules whose code decides what a stage produces; a change to any of them redoes the stage.
-TRAINING_SOURCES = ("prompts.py", "trainer.py", "labels.py", "task.py")
-EVALUATION_SOURCES = (
-    "prompts.py",
-    "evaluation.py",
-    "generation.py",
-    "labels.py",
-    "metrics/core.py",
-    "task.py",
-)
+__all__ = ["hash_value", "source_hash", "stage_sources", "stage_sources_hash"]
 
 
 def hash_value(value: Any) -> str:
@@ -46,3 +37,61 @@ def source_hash(names: Iterable[str]) -> str:
             target = target.joinpath(part)
         digest.update(target.read_bytes())
     return digest.hexdigest()[:16]
+
+
+PACKAGE = "selfguide_hf"
+
+
+def _module_files(root: Path, dotted: str) -> list[str]:
+    """The source files of a package module (``x.py``, or every file of a sub-package)."""
+    parts = dotted.split(".")
+    folder = root.joinpath(*parts)
+    if folder.is_dir():
+        return sorted(str(p.relative_to(root)) for p in folder.rglob("*.py"))
+    file = root.joinpath(*parts[:-1], parts[-1] + ".py")
+    return [str(file.relative_to(root))] if file.is_file() else []
+
+
+def _imported_modules(source: str, package: str) -> set[str]:
+    """Package modules a file imports anywhere in it (lazy imports in functions count: they run)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        for name in names:
+            if name.startswith(package + "."):
+                found.add(name[len(package) + 1 :])
+    return found
+
+
+def stage_sources(stage_module: str, root: Path | None = None) -> tuple[str, ...]:
+    """Every package source file ``stage_module`` runs: itself and what it imports, transitively.
+
+    Derived from the code, so a module a stage starts importing keys its cache at once
+    (a hand-kept list once left out the module that loads the model for training).
+    """
+    root = Path(str(resources.files(PACKAGE))) if root is None else root
+    seen: set[str] = set()
+    todo = [stage_module]
+    files: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        for name in _module_files(root, module):
+            if name in files:
+                continue
+            files.add(name)
+            for imported in _imported_modules((root / name).read_text(encoding="utf-8"), PACKAGE):
+                todo.append(imported)
+    return tuple(sorted(f.replace("\\", "/") for f in files))
+
+
+def stage_sources_hash(stage_module: str) -> str:
+    """The hash of every source file ``stage_module`` runs (see `stage_sources`)."""
+    return source_hash(stage_sources(stage_module))

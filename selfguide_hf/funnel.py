@@ -42,6 +42,10 @@ STAGE_ORDER: tuple[str, ...] = (
 )
 
 
+# Fewer surviving pairs (or a label with fewer than 2) stops a run before training; 1 trains anyway.
+DEFAULT_MIN_PAIRS = 16
+
+
 @dataclass
 class Funnel:
     """Counts of inputs through the pipeline. ``raw - sum(dropped) == kept`` once finished."""

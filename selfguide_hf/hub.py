@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from selfguide_hf.errors import PublishError
+
 logger = logging.getLogger(__name__)
 
 # What a trained output folder may publish; anything else (checkpoints, training_args.bin) stays local.
@@ -46,7 +48,7 @@ RUN_FILES: tuple[str, ...] = ("selfguide_run.json", "selfguide_funnel.json", "se
 DATASET_FILE = "data/train-00000-of-00001.parquet"
 
 
-class HubPushError(RuntimeError):
+class HubPushError(PublishError):
     """A push that must not or cannot happen; the message never contains the token."""
 
 

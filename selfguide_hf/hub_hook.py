@@ -16,33 +16,15 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from selfguide_hf.fingerprints import source_hash
+from selfguide_hf.fingerprints import stage_sources_hash
 
 DATASET_NAME = "selfguide"
 BUILDER_MODULE = "selfguide_hf.builder"
-# The code that decides what rows a config produces; its hash keys the datasets cache.
-_HASHED_SOURCES = (
-    "builder.py",
-    "synthesis.py",
-    "annotation.py",
-    "synthesis_config.py",
-    "calibration.py",
-    "checkpoints.py",
-    "corpus.py",
-    "engines.py",
-    "vllm_engine.py",
-    "distributed.py",
-    "filters.py",
-    "labels.py",
-    "prompts.py",
-    "generation.py",
-    "task.py",
-)
 
 
 def code_hash() -> str:
-    """Hash of the modules that make the data, so a code change never serves stale rows."""
-    return source_hash(_HASHED_SOURCES)
+    """Hash of every module the builder runs, so a code change never serves stale rows."""
+    return stage_sources_hash(BUILDER_MODULE.rsplit(".", 1)[1])
 
 
 def install() -> None:

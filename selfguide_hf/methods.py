@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from selfguide_hf.errors import ConfigError
 from selfguide_hf.registry import Registry
 
 __all__ = [
@@ -27,8 +28,7 @@ __all__ = [
 ]
 
 
-class TrainingConfigError(ValueError):
-    """Arguments or a config file that cannot train; the message names the key and the fix."""
+TrainingConfigError = ConfigError  # the name the recipe's users and tests know
 
 
 @dataclass(frozen=True)

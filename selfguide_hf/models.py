@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from selfguide_hf.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -31,7 +33,7 @@ EMBEDDED_FOLDER = "smollm2-135m-instruct-q4_1"
 MARKER = "selfguide_model.json"  # written last: its presence means the folder is complete
 
 
-class ModelResolutionError(RuntimeError):
+class ModelResolutionError(UserError, RuntimeError):
     """The model could not be found or converted; the message says how to fix it."""
 
 
@@ -282,3 +284,29 @@ def load_causal_lm(name_or_path: str | None = None, dtype: Any = None, **kwargs:
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
+
+
+def tokenizer_fingerprint(resolved: str) -> str:
+    """A short hash of a local model's tokenizer files (the Hub id when not local)."""
+    folder = Path(resolved)
+    digest = hashlib.sha256()
+    if not folder.is_dir():
+        digest.update(resolved.encode())
+    for name in TOKENIZER_FILES:
+        path = folder / name
+        if path.is_file():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]

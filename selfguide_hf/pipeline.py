@@ -24,18 +24,21 @@ from pathlib import Path
 from typing import Any
 
 from selfguide_hf import publish
+from selfguide_hf.distributed import end_processes
 from selfguide_hf.engines import resolve_engine
+from selfguide_hf.errors import ConfigError
 from selfguide_hf.eval_stage import check_rows_fit, eval_rows, evaluate
-from selfguide_hf.fingerprints import TRAINING_SOURCES, hash_value, source_hash
+from selfguide_hf.fingerprints import hash_value, stage_sources_hash
 from selfguide_hf.funnel import shortfall
-from selfguide_hf.methods import TrainingConfigError
 from selfguide_hf.models import (
     ModelResolutionError,
     base_model_id,
     resolve_model,
+    tokenizer_fingerprint,
     weights_fingerprint,
 )
-from selfguide_hf.recipe_args import SelfGuideArguments, synthesis_overrides
+from selfguide_hf.report import REPORT_MD, REPORT_PNG
+from selfguide_hf.report import format_table as format_report_table
 from selfguide_hf.run import SelfGuideRun, SyntheticData
 from selfguide_hf.run_dir import (
     MANIFEST_NAME,
@@ -45,6 +48,7 @@ from selfguide_hf.run_dir import (
     check_output_dir,
     checkpoint_step,
     clear_run,
+    describe_changes,
     file_digests,
     folder_lock,
     read_manifest,
@@ -53,6 +57,13 @@ from selfguide_hf.run_dir import (
     sanitized_command,
     write_json_atomic,
 )
+from selfguide_hf.settings import (
+    WEIGHT_NEUTRAL_FIELDS,
+    SelfGuideArguments,
+    default_folders,
+    synthesis_config,
+    synthesis_overrides,
+)
 from selfguide_hf.task import TaskSpec, TaskSpecError
 from selfguide_hf.trainer import TrainResult, load_dataset_file, set_cpu_threads, train_adapter
 
@@ -60,20 +71,17 @@ logger = logging.getLogger(__name__)
 
 SYNTHETIC_DIR = "synthetic"
 EVAL_NAME = "selfguide_eval.json"
-# SFTConfig fields that change the trained weights (the run identity); output, logging and Hub
-# settings are left out on purpose: they change no number.
-TRAINING_FIELDS: tuple[str, ...] = (
-    "num_train_epochs", "max_steps", "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs",
-    "warmup_steps", "warmup_ratio", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
-    "max_grad_norm", "optim", "per_device_train_batch_size", "gradient_accumulation_steps", "max_length",
-    "truncation_mode", "packing", "seed", "data_seed", "bf16", "fp16", "gradient_checkpointing",
-    "neftune_noise_alpha", "label_smoothing_factor", "completion_only_loss", "loss_type",
-)  # fmt: skip
-MODEL_FIELDS: tuple[str, ...] = (
-    "model_revision", "dtype", "attn_implementation", "lora_r", "lora_alpha", "lora_dropout",
-    "lora_target_modules", "lora_modules_to_save", "use_rslora", "use_dora", "load_in_4bit",
-    "bnb_4bit_quant_type", "use_bnb_nested_quant", "bnb_4bit_quant_storage",
-)  # fmt: skip
+__all__ = [
+    "REPORT_MD",
+    "REPORT_PNG",
+    "build_synthetic_dataset",
+    "end_processes",
+    "evaluate_only",
+    "format_report_table",
+    "prepare_run",
+    "run_all",
+    "train",
+]
 
 
 def _say(message: str) -> None:
@@ -89,22 +97,27 @@ def prepare_run(
     *,
     command_prefix: str = "accelerate launch recipes/sft.py",
     owns_output_dir: bool = False,
-    cli_flags: bool = False,
+    front: str = "recipe",
 ) -> SelfGuideRun:
-    """Resolve the task and the model once, check the output folder, keep the Hub token out of the arguments."""
+    """Resolve the task and the model once, check the output folder, keep the Hub token out of the arguments.
+
+    ``sg_args`` and the others come from `settings_parser.parse_settings`, already checked.
+    """
     if not sg_args.task:
-        raise TrainingConfigError(
+        raise ConfigError(
             "no task given: pass --task with a bundled task name (e.g. task199), a spec file or an NI task file"
         )
     try:
         spec = TaskSpec.load(sg_args.task)
     except TaskSpecError as exc:
-        raise TrainingConfigError(f"--task {sg_args.task}: {exc}") from exc
+        raise ConfigError(f"--task {sg_args.task}: {exc}") from exc
+    default_folders(sg_args, training_args, spec.name)
     try:
         model_path = resolve_model(sg_args.model, model_args.model_revision)
         weights = weights_fingerprint(model_path)
+        tokenizer = tokenizer_fingerprint(model_path)
     except ModelResolutionError as exc:
-        raise TrainingConfigError(f"--model {sg_args.model}: {exc}") from exc
+        raise ConfigError(f"--model {sg_args.model}: {exc}") from exc
     # The trainer must not push (we push with our own card after training), and must not pickle
     # the token into checkpoints (training_args.bin).
     hub_token, push, hub_model_id = (
@@ -112,8 +125,6 @@ def prepare_run(
         bool(training_args.push_to_hub),
         training_args.hub_model_id,
     )
-    if push and not hub_model_id:
-        raise TrainingConfigError("--push_to_hub needs --hub_model_id <user>/<name>")
     training_args.hub_token = None
     training_args.push_to_hub = False
     run = SelfGuideRun(
@@ -123,10 +134,11 @@ def prepare_run(
         spec=spec,
         model_path=model_path,
         weights=weights,
+        tokenizer=tokenizer,
         base_model_id=base_model_id(model_path, sg_args.model),
         command=f"{command_prefix} {sanitized_command(list(sys.argv[1:] if argv is None else argv))}",
         owns_output_dir=owns_output_dir,
-        cli_flags=cli_flags,
+        front=front,
         engine=resolve_engine(sg_args.engine, model_path),
         hub_token=hub_token,
         push_adapter=push,
@@ -153,23 +165,12 @@ def prepare_run(
 
 
 def check_synthesis_settings(sg_args: SelfGuideArguments) -> None:
-    """Every synthesis override is known and valid before the first generation (not after the manifest)."""
-    from selfguide_hf.synthesis_config import SynthesisConfig
-
-    if sg_args.dataset_path:
+    """The corpus is there and has its field before the first generation (values were checked on parsing)."""
+    if sg_args.dataset_path or not sg_args.corpus:
         return
-    overrides = synthesis_overrides(sg_args)
-    preset = overrides.pop("preset", "default")
-    if sg_args.num_inputs is not None:
-        overrides["num_inputs"] = sg_args.num_inputs
-    try:
-        config = SynthesisConfig.preset(preset, **overrides)
-    except (TypeError, ValueError) as exc:
-        raise TrainingConfigError(f"synthesis: {exc}") from exc
-    if config.corpus:
-        from selfguide_hf.corpus import load_corpus
+    from selfguide_hf.corpus import load_corpus
 
-        load_corpus(config.corpus, config.corpus_field)  # a missing file or field fails before any generation
+    load_corpus(sg_args.corpus, sg_args.corpus_field)
 
 
 def _run_keys(run: SelfGuideRun) -> dict[str, Any]:
@@ -201,10 +202,7 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
             funnel = None
         source = f"file:{Path(args.dataset_path).name}"
     else:
-        kwargs: dict[str, Any] = synthesis_overrides(args)
-        preset = kwargs.pop("preset", "default")
-        if args.num_inputs is not None:
-            kwargs["num_inputs"] = args.num_inputs
+        kwargs: dict[str, Any] = synthesis_overrides(args, run.front)
         if args.synthesis_cache_dir:
             kwargs["cache_dir"] = args.synthesis_cache_dir
         kwargs["min_pairs"] = run.args.min_pairs  # the builder warns on the user's threshold, then we stop
@@ -213,9 +211,7 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
             kwargs["vllm_options"] = run.vllm_options
         if run.model_args.model_revision not in (None, "main"):
             kwargs["revision"] = run.model_args.model_revision
-        dataset = build_selfguide_dataset(
-            run.spec, model=run.args.model, seed=run.synthesis_seed, preset=preset, **kwargs
-        )
+        dataset = build_selfguide_dataset(run.spec, model=run.args.model, preset=args.preset, **kwargs)
         funnel, source = get_funnel(dataset), "builder"
     rows = [
         {k: r[k] for k in ("input", "output", "reasoning") if r.get(k) or k != "reasoning"} for r in dataset
@@ -234,7 +230,7 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
     return data
 
 
-class TooFewPairsError(TrainingConfigError):
+class TooFewPairsError(ConfigError):
     """Synthesis left too few pairs (or a label with fewer than 2) to train on; the data stays cached."""
 
 
@@ -263,26 +259,55 @@ def check_enough_data(run: SelfGuideRun, data: SyntheticData) -> None:
 
 
 # ----------------------------------------------------------------- training
-def training_identity(run: SelfGuideRun, data: SyntheticData) -> dict[str, Any]:
-    """Everything the trained weights depend on; any difference retrains."""
-    targs, margs = run.training_args, run.model_args
+def _plain(value: Any) -> Any:
+    """A setting's value as JSON: enums by value, tuples as lists, other objects by their fields."""
+    import dataclasses
 
-    def plain(value: Any) -> Any:
-        value = getattr(value, "value", value)  # enums
-        return list(value) if isinstance(value, tuple) else value
+    value = getattr(value, "value", value)  # enums
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+def weight_settings(args: Any) -> dict[str, Any]:
+    """Every field of TRL's `SFTConfig` or `ModelConfig` that is not declared weight-neutral."""
+    import dataclasses
 
     return {
+        f.name: _plain(getattr(args, f.name, None))
+        for f in dataclasses.fields(args)
+        if f.name not in WEIGHT_NEUTRAL_FIELDS
+    }
+
+
+def training_identity(run: SelfGuideRun, data: SyntheticData) -> dict[str, Any]:
+    """Everything the trained weights depend on; any difference retrains, and a rerun names it."""
+    targs, margs = run.training_args, run.model_args
+    declared = {name: getattr(run.args, name) for name in SelfGuideArguments.of_stage("training")}
+    return {
         **_run_keys(run),
+        "tokenizer": run.tokenizer,
         "synthetic_rows": data.fingerprint,
         **(
             {"answers_with_reasoning": True} if data.reasoning else {}
         ),  # absent otherwise: old adapters match
-        "training": {name: plain(getattr(targs, name, None)) for name in TRAINING_FIELDS},
-        "model": {name: plain(getattr(margs, name, None)) for name in MODEL_FIELDS},
-        "max_train_rows": run.args.max_train_rows,
+        "settings": declared,
+        "training": weight_settings(targs),
+        "model": weight_settings(margs),
         "processes": targs.distributed_state.num_processes,
-        "code": source_hash(TRAINING_SOURCES),
+        "code": stage_sources_hash("trainer"),
     }
+
+
+def _synthesis_settings(run: SelfGuideRun) -> dict[str, Any] | None:
+    """Every synthesis parameter of the run (None when it trains on a file): a rerun names what changed."""
+    return None if run.args.dataset_path else synthesis_config(run.args, run.front).to_dict()
 
 
 def _manifest(run: SelfGuideRun, data: SyntheticData, identity: dict[str, Any]) -> dict[str, Any]:
@@ -300,6 +325,7 @@ def _manifest(run: SelfGuideRun, data: SyntheticData, identity: dict[str, Any]) 
         "num_inputs": run.args.num_inputs,
         "synthesis_seed": run.synthesis_seed,
         "synthesis": run.args.synthesis,
+        "synthesis_settings": _synthesis_settings(run),
         "synthetic_source": data.source,
         "selfguide_hf_version": package_version,
     }
@@ -322,7 +348,12 @@ def train(run: SelfGuideRun, data: SyntheticData) -> TrainResult:
     resume = run.training_args.resume_from_checkpoint
     if resume:
         logger.info("resuming from %s (step %s)", resume, checkpoint_step(resume))
-    elif read_manifest(out) is not None:
+    elif (saved := read_manifest(out)) is not None:
+        if any(line.startswith("synthetic_rows:") for line in why):  # name the settings that made new rows
+            made = describe_changes(
+                {"synthesis": saved.get("synthesis_settings")}, {"synthesis": _synthesis_settings(run)}
+            )
+            why = [*made, *why] if saved.get("synthesis_settings") is not None else why
         _say(f"training the adapter in {out} again: " + "; ".join(why[:6]) + (" ..." if len(why) > 6 else ""))
     manifest = _manifest(run, data, identity)
     state.wait_for_everyone()  # everyone has read the folder before the main process changes it
@@ -426,3 +457,27 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
         _say(f"adapter pushed: {url}")
     run.training_args.distributed_state.wait_for_everyone()
     return report or {}
+
+
+# ----------------------------------------------------------------- evaluate
+def evaluate_only(run: SelfGuideRun, adapter: Path | None, predictions: Path | None = None) -> Any:
+    """`selfguide evaluate`: score the model, or the model with ``adapter``, on the run's rows (no cache)."""
+    from selfguide_hf.eval_stage import answers_with_reasoning
+    from selfguide_hf.evaluation import evaluate_saved_model, write_predictions
+
+    rows = eval_rows(run)
+    if adapter is not None:
+        check_adapter_base(adapter, run.weights, run.args.model)
+    result = evaluate_saved_model(
+        run.model_path,
+        adapter,
+        run.spec,
+        rows,
+        batch_size=run.args.eval_batch_size,
+        engine=run.engine,
+        vllm_options=run.vllm_options or None,
+        reasoning=answers_with_reasoning(adapter),
+    )
+    if predictions is not None:
+        write_predictions(Path(predictions), rows, result.predictions)
+    return result

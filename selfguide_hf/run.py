@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfguide_hf.recipe_args import SelfGuideArguments
+from selfguide_hf.settings import SelfGuideArguments, flag_name
 from selfguide_hf.task import TaskSpec
 
 __all__ = ["SelfGuideRun", "SyntheticData"]
@@ -26,10 +26,11 @@ class SelfGuideRun:
     spec: TaskSpec
     model_path: str
     weights: str
+    tokenizer: str  # the tokenizer files' hash (the chat template changes every prompt)
     base_model_id: str
     command: str
     owns_output_dir: bool = False
-    cli_flags: bool = False  # name flags as `selfguide` spells them (--num-inputs), else as the recipe
+    front: str = "recipe"  # "cli": name flags as `selfguide` spells them (--num-inputs)
     engine: str = "transformers"  # resolved once from --engine (auto decided here)
     hub_token: str | None = field(default=None, repr=False)
     push_adapter: bool = False
@@ -53,7 +54,7 @@ class SelfGuideRun:
 
     def flag(self, name: str) -> str:
         """A setting as the user's front spells its flag: ``num_inputs`` -> --num-inputs or --num_inputs."""
-        return "--" + (name.replace("_", "-") if self.cli_flags else name)
+        return flag_name(name, self.front)
 
     @property
     def vllm_options(self) -> dict[str, Any]:
@@ -69,9 +70,7 @@ class SelfGuideRun:
 
     @property
     def synthesis_seed(self) -> int:
-        """--synthesis_seed, or the training --seed when unset."""
-        seed = self.args.synthesis_seed
-        return int(seed if seed is not None else self.training_args.seed)
+        return int(self.args.synthesis_seed)
 
 
 @dataclass

@@ -36,6 +36,7 @@ from selfguide_hf.checkpoints import RoundCheckpoints
 from selfguide_hf.corpus import corpus_fingerprint, load_corpus, rank_corpus
 from selfguide_hf.distributed import generate_distributed, on_main_process, process_state
 from selfguide_hf.engines import close_engine
+from selfguide_hf.errors import StageError
 from selfguide_hf.filters import (
     CHAT_PHRASES,
     FilterContext,
@@ -64,7 +65,7 @@ __all__ = ["PRESETS", "SynthesisConfig", "SynthesisError", "SynthesisResult", "s
 RUN_ON_EXAMPLE = "\nExample "
 
 
-class SynthesisError(RuntimeError):
+class SynthesisError(StageError):
     """Synthesis cannot produce data (everything filtered, prompts over budget); the message says why.
 
     ``funnel`` is the funnel when the error is that everything was filtered out.

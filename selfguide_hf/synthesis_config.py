@@ -13,6 +13,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from selfguide_hf.corpus import DEFAULT_EMBEDDING_MODEL, RETRIEVERS
 from selfguide_hf.filters import FILTERS
 from selfguide_hf.prompts import REASONING_MAX_NEW_TOKENS
 
@@ -20,7 +21,6 @@ __all__ = ["PRESETS", "SynthesisConfig"]
 
 ANNOTATION_METHODS = ("sample", "likelihood")
 CORPUS_MODES = ("inputs", "rewrite")
-CORPUS_RETRIEVERS = ("bm25", "embeddings")  # selfguide_hf.corpus.RETRIEVERS
 # Keys that change nothing without a corpus (or with BM25): left out of the identity then, so that
 # adding them did not invalidate every cached dataset made without one.
 _CORPUS_ONLY = ("corpus_retriever", "corpus_embedding_model")
@@ -56,7 +56,7 @@ class SynthesisConfig:
         "inputs"  # "inputs": retrieved texts are the inputs; "rewrite": the model rewrites each
     )
     corpus_retriever: str = "bm25"  # "bm25" (words) or "embeddings" (meaning; sentence-transformers)
-    corpus_embedding_model: str = "sentence-transformers/all-MiniLM-L6-v2"  # for "embeddings"
+    corpus_embedding_model: str = DEFAULT_EMBEDDING_MODEL  # for "embeddings"
     # --- input generation
     label_conditioned: bool = True  # classification prompts name a uniformly drawn label
     max_pool_examples: int = 10  # each prompt shows 1..this many accepted inputs from earlier rounds
@@ -190,9 +190,9 @@ class SynthesisConfig:
             self.corpus_mode in CORPUS_MODES, "corpus_mode", f"one of {list(CORPUS_MODES)}", self.corpus_mode
         )
         _check(
-            self.corpus_retriever in CORPUS_RETRIEVERS,
+            self.corpus_retriever in RETRIEVERS,
             "corpus_retriever",
-            f"one of {list(CORPUS_RETRIEVERS)}",
+            f"one of {sorted(RETRIEVERS)}",
             self.corpus_retriever,
         )
         _check(

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from selfguide_hf.errors import UserError
 from selfguide_hf.labels import canonical_label, check_label_set
 
 TaskType = Literal["classification", "generation"]
@@ -44,7 +45,7 @@ SPEC_FIELDS = frozenset(
 )
 
 
-class TaskSpecError(ValueError):
+class TaskSpecError(UserError):
     """A task spec that cannot be used; the message names the source and the field."""
 
 

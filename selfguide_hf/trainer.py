@@ -12,6 +12,7 @@ leaves a folder a rerun takes as finished.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from selfguide_hf.errors import StageError
 from selfguide_hf.methods import LoadedModel, TrainingConfigError, load_for_training
 from selfguide_hf.prompts import encode_training_example
 from selfguide_hf.run_dir import move_saved_files
@@ -189,6 +191,7 @@ def train_adapter(
     started = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - started
+    check_finite(trainer.model, output.metrics, training_args)  # before the save: nothing NaN is kept
     out = Path(training_args.output_dir)
     state = training_args.distributed_state
     saving = out.parent / f".{out.name}.saving"
@@ -208,6 +211,25 @@ def train_adapter(
         train_tokens=tokens,
         seconds=seconds,
     )
+
+
+class TrainingDivergedError(StageError):
+    """The loss or the trained weights are not finite: the adapter would answer nothing."""
+
+
+def check_finite(model: Any, metrics: dict[str, Any], training_args: Any) -> None:
+    """Stop with an error, not a verdict, when training left a non-finite loss or weight."""
+    import torch
+
+    loss = metrics.get("train_loss")
+    trained = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    bad = [name for name, p in trained if not bool(torch.isfinite(p.detach()).all())]
+    if bad or (isinstance(loss, float) and not math.isfinite(loss)):
+        raise TrainingDivergedError(
+            f"training diverged: loss {loss}, {len(bad)} of {len(trained)} trained tensors hold NaN or inf "
+            f"(learning rate {training_args.learning_rate}); nothing was saved. Lower --learning-rate "
+            "(or turn off fp16), then run again"
+        )
 
 
 def auto_cpu_threads(local_processes: int) -> int:

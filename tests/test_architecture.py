@@ -38,28 +38,65 @@ def table() -> list[tuple[str, set[str]]]:
     return rows
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return ast.unparse(test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+
+
+def _type_only_nodes(tree: ast.AST) -> set[int]:
+    """Nodes that run only under a type checker: the body of ``if TYPE_CHECKING:`` (never its else),
+    the else of ``if not TYPE_CHECKING:``."""
+    skipped: set[int] = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.If):
+            continue
+        if _is_type_checking(node.test):
+            branch = node.body
+        elif (
+            isinstance(node.test, ast.UnaryOp)
+            and isinstance(node.test.op, ast.Not)
+            and _is_type_checking(node.test.operand)
+        ):
+            branch = node.orelse
+        else:
+            continue
+        skipped |= {id(n) for stmt in branch for n in ast.walk(stmt)}
+    return skipped
+
+
+def _dotted_targets(node: ast.AST, path: Path) -> list[str]:
+    """The ``selfguide_hf.x`` names one node imports: absolute, relative, or through importlib."""
+    if isinstance(node, ast.ImportFrom):
+        if node.level:  # relative: resolve against the file's own package
+            base = list(path.relative_to(ROOT).with_suffix("").parts[: -node.level])
+            module = ".".join(base + ([node.module] if node.module else []))
+        else:
+            module = node.module or ""
+        if module == "selfguide_hf":
+            return [f"selfguide_hf.{a.name}" for a in node.names]
+        return [module]
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+        name = ast.unparse(node.func)
+        if name.endswith("import_module") or name == "__import__":
+            return [str(node.args[0].value)]
+    return []
+
+
 def imports_of(path: Path, type_hints: bool = False) -> set[str]:
     """The package modules ``path`` imports (top level or inside functions); TYPE_CHECKING blocks if asked."""
     tree = ast.parse(path.read_text())
-    skipped = {
-        id(n)
-        for node in ast.walk(tree)
-        if not type_hints and isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        for n in ast.walk(node)
-    }
+    skipped = set() if type_hints else _type_only_nodes(tree)
     names = package_modules()
     found = set()
     for node in ast.walk(tree):
         if id(node) in skipped:
             continue
-        targets: list[str] = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "selfguide_hf":
-            parts = node.module.split(".")
-            targets = [parts[1]] if len(parts) > 1 else [a.name for a in node.names]
-        elif isinstance(node, ast.Import):
-            targets = [a.name.split(".")[1] for a in node.names if a.name.startswith("selfguide_hf.")]
-        for target in targets:
-            name = "metrics/" if target == "metrics" else f"{target}.py"
+        for dotted in _dotted_targets(node, path):
+            parts = dotted.split(".")
+            if parts[0] != "selfguide_hf" or len(parts) < 2:
+                continue
+            name = "metrics/" if parts[1] == "metrics" else f"{parts[1]}.py"
             found.add(name if name in names else "__init__.py")  # `from selfguide_hf import __version__`
     return found
 
@@ -114,3 +151,40 @@ def test_the_checker_sees_an_import_going_down_the_table(tmp_path: Path) -> None
     broken = tmp_path / "labels.py"
     broken.write_text(source + "\n\ndef late():\n    from selfguide_hf.pipeline import run_all\n")
     assert "pipeline.py" in imports_of(broken)
+
+
+def test_the_checker_sees_relative_importlib_and_not_type_checking_imports(tmp_path: Path) -> None:
+    folder = tmp_path / "selfguide_hf"  # a copy of labels.py placed as the package's own file
+    cases = {
+        "relative": "from .pipeline import run_all\n",
+        "relative package": "from . import pipeline\n",
+        "importlib": "import importlib\nimportlib.import_module('selfguide_hf.pipeline')\n",
+        "not TYPE_CHECKING": "from typing import TYPE_CHECKING\nif not TYPE_CHECKING:\n    import selfguide_hf.pipeline\n",
+        "else of TYPE_CHECKING": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    pass\nelse:\n    from selfguide_hf import pipeline\n",
+    }
+    global ROOT
+    saved = ROOT
+    try:
+        ROOT = tmp_path
+        for name, code in cases.items():
+            folder.mkdir(exist_ok=True)
+            module = folder / "labels.py"
+            module.write_text(code)
+            assert "pipeline.py" in imports_of(module), name
+        module.write_text(
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from selfguide_hf import pipeline\n"
+        )
+        assert "pipeline.py" not in imports_of(module)  # a type hint only
+    finally:
+        ROOT = saved
+
+
+# The fronts: thin, over the pipeline, the settings and the errors; nothing else of the package.
+FRONTS = {PACKAGE / "cli.py", ROOT / "recipes" / "sft.py"}
+FRONT_MAY_IMPORT = {"pipeline.py", "settings.py", "settings_parser.py", "errors.py"}
+
+
+def test_the_fronts_import_only_the_pipeline_the_settings_and_the_errors() -> None:
+    for front in sorted(FRONTS):
+        extra = imports_of(front, type_hints=True) - FRONT_MAY_IMPORT
+        assert not extra, f"{front.relative_to(ROOT)} imports {sorted(extra)}"

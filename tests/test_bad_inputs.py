@@ -82,23 +82,40 @@ CASES: dict[str, Case] = {
     "eval: input over the model's context": Case("cli", ["run", "--task", "task738", "--eval-file", "e.jsonl"], "do not fit the model's context of 4096 tokens", run_file("e.jsonl", LONG_INPUT)),
     "eval: unbundled task without eval file": Case("cli", ["run", "--task", "s.json"], "has no built-in test split", run_file("s.json", json.dumps(spec()))),
     # ------------------------------------------------------------ CLI values
-    "--epochs 0": Case("cli", ["run", "--task", "task738", "--epochs", "0"], "argument --epochs: must be > 0, got 0"),
-    "--epochs -1": Case("cli", ["train", "--task", "task738", "--epochs", "-1"], "argument --epochs: must be > 0, got -1"),
-    "--max-eval -1": Case("cli", ["run", "--task", "task738", "--max-eval", "-1"], "argument --max-eval: must be >= 0, got -1"),
-    "--num-inputs 0": Case("cli", ["synthesize", "--task", "task738", "--num-inputs", "0"], "argument --num-inputs: must be >= 1, got 0"),
-    "--learning-rate 0": Case("cli", ["run", "--task", "task738", "--learning-rate", "0"], "argument --learning-rate: must be > 0"),
-    "--batch-size 0": Case("cli", ["evaluate", "--task", "task738", "--batch-size", "0"], "argument --batch-size: must be >= 1"),
-    "--threads abc": Case("cli", ["evaluate", "--task", "task738", "--threads", "abc"], "argument --threads: expected a int, got 'abc'"),
-    "--synthesis-option preset": Case("cli", ["synthesize", "--task", "task738", "--synthesis-option", "preset=paper"], "give it with --preset"),
-    "--synthesis-option seed": Case("cli", ["synthesize", "--task", "task738", "--synthesis-option", "seed=3"], "give it with --seed"),
-    "--synthesis-option model": Case("cli", ["run", "--task", "task738", "--synthesis-option", "model=x"], "give it with --model"),
-    "--synthesis-option num_inputs": Case("cli", ["run", "--task", "task738", "--synthesis-option", "num_inputs=3"], "give it with --num-inputs"),
+    "--epochs 0": Case("cli", ["run", "--task", "task738", "--epochs", "0"], "--num-train-epochs must be > 0 (or --max-steps > 0), got 0.0"),
+    "--epochs -1": Case("cli", ["train", "--task", "task738", "--epochs", "-1"], "--num-train-epochs must be > 0 (or --max-steps > 0), got -1.0"),
+    "--max-eval -1": Case("cli", ["run", "--task", "task738", "--max-eval", "-1"], "--eval-max-rows must be a whole number >= 0, got -1"),
+    "--num-inputs 0": Case("cli", ["synthesize", "--task", "task738", "--num-inputs", "0"], "--num-inputs must be a whole number >= 1, got 0"),
+    "--learning-rate 0": Case("cli", ["run", "--task", "task738", "--learning-rate", "0"], "--learning-rate must be > 0, got 0.0"),
+    "--batch-size 0": Case("cli", ["evaluate", "--task", "task738", "--batch-size", "0"], "--eval-batch-size must be a whole number >= 1, got 0"),
+    "--threads abc": Case("cli", ["evaluate", "--task", "task738", "--threads", "abc"], "argument --torch_threads/--torch-threads/--threads: invalid int value: 'abc'"),
+    "--synthesis-option preset": Case("cli", ["synthesize", "--task", "task738", "--synthesis-option", "preset=paper"], "give 'preset' as --preset"),
+    "--synthesis-option seed": Case("cli", ["synthesize", "--task", "task738", "--synthesis-option", "seed=3"], "give 'seed' as --synthesis-seed"),
+    "--synthesis-option model": Case("cli", ["run", "--task", "task738", "--synthesis-option", "model=x"], "give 'model' as --model"),
+    "--synthesis-option num_inputs": Case("cli", ["run", "--task", "task738", "--synthesis-option", "num_inputs=3"], "give 'num_inputs' as --num-inputs"),
     "--synthesis-option cache_dir": Case("cli", ["run", "--task", "task738", "--synthesis-option", "cache_dir=x"], "HF_DATASETS_CACHE"),
     "--synthesis-option unknown key": Case("cli", ["run", "--task", "task738", "--synthesis-option", "bogus_key=1"], "bogus_key"),
     "--synthesis-option bad value": Case("cli", ["run", "--task", "task738", "--synthesis-option", "min_frequency=2"], "'min_frequency' must be a number in [0, 1], got 2"),
     "--synthesis-option without =": Case("cli", ["run", "--task", "task738", "--synthesis-option", "novalue"], "--synthesis-option expects KEY=VALUE"),
     "--training-option unknown key": Case("cli", ["run", "--task", "task738", "--training-option", "lora_rank=8"], "lora_rank"),
-    "--training-option lora_r 0": Case("cli", ["run", "--task", "task738", "--training-option", "lora_r=0"], "lora_r must be >= 1, got 0"),
+    "--training-option lora_r 0": Case("cli", ["run", "--task", "task738", "--training-option", "lora_r=0"], "--lora-r must be >= 1, got 0"),
+    # ------------------------------------------- values both fronts check alike (before any model)
+    "--learning-rate inf": Case("cli", ["run", "--task", "task738", "--learning-rate", "inf"], "--learning-rate must be a finite number, got inf"),
+    "recipe: learning_rate inf": Case("recipe", ["--task", "task738", "--learning_rate", "inf"], "--learning_rate must be a finite number, got inf"),
+    "YAML learning_rate .inf": Case("cli", ["run", "--config", "c.yaml", "--task", "task738"], "--learning-rate must be a finite number, got inf", run_file("c.yaml", "learning_rate: .inf\n")),
+    "text in a numeric option": Case("cli", ["run", "--task", "task738", "--training-option", 'lora_r="big"'], "argument --lora_r/--lora-r: invalid int value: 'big'"),
+    "bf16 maybe": Case("cli", ["run", "--task", "task738", "--training-option", 'bf16="maybe"'], "argument --bf16: Truthy value expected: got maybe"),
+    "batch size 1.5": Case("cli", ["run", "--task", "task738", "--training-option", "per_device_train_batch_size=1.5"], "invalid int value: '1.5'"),
+    "recipe: batch size 1.5": Case("recipe", ["--task", "task738", "--per_device_train_batch_size", "1.5"], "invalid int value: '1.5'"),
+    "malformed repo id": Case("cli", ["run", "--task", "task738", "--push-to-hub", "not a repo id"], "--hub-model-id 'not a repo id': Repo id must use alphanumeric chars"),
+    "recipe: malformed repo id": Case("recipe", ["--task", "task738", "--push_to_hub", "true", "--hub_model_id", "a/b/c"], "--hub_model_id 'a/b/c'"),
+    "YAML epochs a list": Case("recipe", ["--config", "c.yaml", "--task", "task738"], "c.yaml: key 'num_train_epochs': expected one value, got a list [1, 2]", run_file("c.yaml", "num_train_epochs: [1, 2]\n")),
+    "YAML use_cpu maybe": Case("cli", ["run", "--config", "c.yaml", "--task", "task738"], "c.yaml: key 'use_cpu': cannot read 'maybe'", run_file("c.yaml", "use_cpu: maybe\n")),
+    "YAML batch size 1.5": Case("recipe", ["--config", "c.yaml", "--task", "task738"], "c.yaml: key 'per_device_train_batch_size': cannot read 1.5", run_file("c.yaml", "per_device_train_batch_size: 1.5\n")),
+    "YAML method unknown": Case("cli", ["train", "--config", "c.yaml", "--task", "task738"], "c.yaml: key 'method': 'dora' is not one of ['full', 'lora', 'qlora']", run_file("c.yaml", "method: dora\n")),
+    "--method unknown": Case("cli", ["train", "--task", "task738", "--method", "dora"], "argument --method: invalid choice: 'dora'"),
+    "recipe: unknown model": Case("recipe", ["--task", "task738", "--model", "{missing_model}"], "no such model folder"),
+    "empty corpus file": Case("cli", ["synthesize", "--task", "task738", "--corpus", "c.jsonl"], "c.jsonl: the corpus file is empty", run_file("c.jsonl", "")),
     # ----------------------------------------------------------- recipe YAML
     "recipe: unknown YAML key": Case("recipe", ["--config", "c.yaml", "--task", "task738"], "c.yaml: unknown key 'lora_rank' (did you mean 'lora_r'?)", run_file("c.yaml", "lora_rank: 8\n")),
     "recipe: bad YAML value": Case("recipe", ["--config", "c.yaml", "--task", "task738"], "c.yaml: key 'learning_rate': cannot read 'fast'", run_file("c.yaml", "learning_rate: fast\n")),
@@ -180,7 +197,11 @@ def test_bad_input_gets_one_clear_line(
     cache = tmp_path / "datasets-cache"
     monkeypatch.setenv("HF_DATASETS_CACHE", str(cache))
     out = work / "out"
-    fill = {"model": str(tiny_model_dir), **{key: str(path) for key, path in damaged.items()}}
+    fill = {
+        "model": str(tiny_model_dir),
+        "missing_model": str(tmp_path / "no-model"),
+        **{key: str(path) for key, path in damaged.items()},
+    }
     args = list(case.args)
     for key, value in fill.items():
         args = [arg.replace("{" + key + "}", value) for arg in args]
@@ -207,9 +228,9 @@ def test_bad_input_gets_one_clear_line(
             except SystemExit as exc:  # argparse refuses a value before main runs
                 code = exc.code
         else:
-            monkeypatch.setattr(
-                sys, "argv", ["sft.py", *args, "--model", str(tiny_model_dir), "--output_dir", str(out)]
-            )
+            if "--model" not in args:
+                args += ["--model", str(tiny_model_dir)]
+            monkeypatch.setattr(sys, "argv", ["sft.py", *args, "--output_dir", str(out)])
             code = _recipe_cli()()
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if "error" in line.lower() and "warn" not in line.lower()]

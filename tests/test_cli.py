@@ -134,8 +134,17 @@ def test_rerun_with_nothing_changed_reuses_everything(
 
 # (extra flags, what must run again, the field the user is told changed; None: no training)
 RERUNS = {
-    "seed": (["--seed", "7"], {"synthesis", "training", "tuned evaluation"}, "synthetic_rows"),
-    "num-inputs": (["--num-inputs", "6"], {"synthesis", "training", "tuned evaluation"}, "synthetic_rows"),
+    "seed": (["--seed", "7"], {"training", "tuned evaluation"}, "training.seed: 42 -> 7"),
+    "synthesis-seed": (
+        ["--synthesis-seed", "7"],
+        {"synthesis", "training", "tuned evaluation"},
+        "synthesis.seed: 0 -> 7",
+    ),
+    "num-inputs": (
+        ["--num-inputs", "6"],
+        {"synthesis", "training", "tuned evaluation"},
+        "synthesis.num_inputs: 4 -> 6",
+    ),
     "epochs": (["--epochs", "2"], {"training", "tuned evaluation"}, "training.num_train_epochs: 1.0 -> 2.0"),
     "learning-rate": (
         ["--learning-rate", "1e-3"],
@@ -145,9 +154,20 @@ RERUNS = {
     "synthesis-option": (
         ["--synthesis-option", "max_pool_examples=2"],
         {"synthesis", "training", "tuned evaluation"},
-        "synthetic_rows",
+        "synthesis.max_pool_examples: 10 -> 2",
     ),
     "lora": (["--training-option", "lora_r=8"], {"training", "tuned evaluation"}, "model.lora_r: 16 -> 8"),
+    # SFTConfig fields no hand-kept list named: every field not declared weight-neutral keys the adapter
+    "shuffle": (
+        ["--training-option", "shuffle_dataset=true"],
+        {"training", "tuned evaluation"},
+        "training.shuffle_dataset: False -> True",
+    ),
+    "drop-last": (
+        ["--dataloader-drop-last", "true"],
+        {"training", "tuned evaluation"},
+        "training.dataloader_drop_last: False -> True",
+    ),
 }
 
 
@@ -209,7 +229,7 @@ def test_cli_and_recipe_give_the_same_numbers(
     spec = importlib.util.spec_from_file_location("sft_recipe", ROOT / "recipes" / "sft.py")
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    synthesis = {"preset": "default"}
+    synthesis = {}
     for option in TINY_SYNTHESIS:
         key, value = option.split("=", 1)
         synthesis[key] = json.loads(value) if value[0] in '["' or value in ("false", "true") else int(value)
@@ -234,7 +254,7 @@ def test_cli_and_recipe_give_the_same_numbers(
 
 
 def test_the_cli_trains_with_the_recipe_cpu_config() -> None:
-    from selfguide_hf.recipe_args import CPU_TRAINING_DEFAULTS
+    from selfguide_hf.settings import CPU_TRAINING_DEFAULTS
 
     config = yaml.safe_load(CPU_CONFIG.read_text())
     assert {key: config[key] for key in CPU_TRAINING_DEFAULTS} == CPU_TRAINING_DEFAULTS

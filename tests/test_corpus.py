@@ -266,24 +266,22 @@ def test_the_retriever_is_part_of_the_identity_only_with_a_corpus(tmp_path: Path
 
 
 def test_corpus_settings_given_twice_are_refused(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
-    """A synthesis option that a corpus flag's default would silently replace is an error, not ignored."""
+    """A corpus setting has one place, its flag: inside the synthesis options it is refused, not ignored."""
     from selfguide_hf import cli
     from selfguide_hf.methods import TrainingConfigError
-    from selfguide_hf.recipe_args import SelfGuideArguments, synthesis_overrides
+    from selfguide_hf.settings import SelfGuideArguments, synthesis_overrides
     from tests.test_cli import run_args
 
     corpus = write_corpus(tmp_path / "c.jsonl")
     args = run_args(tiny_model_dir, tmp_path / "run", "--corpus", str(corpus))
     assert cli.main([*args, "--synthesis-option", "corpus_retriever=embeddings"]) == 2
-    assert "give it with --corpus-retriever" in capsys.readouterr().err
+    assert "give 'corpus_retriever' as --corpus-retriever" in capsys.readouterr().err
     sg = SelfGuideArguments(
         task="task738", corpus=str(corpus), synthesis={"corpus_mode": "rewrite"}
     )  # a recipe YAML with corpus: at the top and corpus_mode inside synthesis:
-    with pytest.raises(
-        TrainingConfigError, match=r"synthesis.corpus_mode='rewrite' contradicts --corpus_mode"
-    ):
+    with pytest.raises(TrainingConfigError, match=r"give 'corpus_mode' as --corpus_mode"):
         synthesis_overrides(sg)
-    sg.corpus_mode = "rewrite"
+    sg.synthesis, sg.corpus_mode = None, "rewrite"
     assert synthesis_overrides(sg)["corpus_mode"] == "rewrite"
 
 

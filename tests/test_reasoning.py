@@ -168,7 +168,7 @@ def test_a_run_trained_on_reasoning_is_evaluated_with_reasoning(
 ) -> None:
     """Synthetic rows with reasoning (from a file) -> adapter manifest says so -> the tuned model reasons."""
     from selfguide_hf.pipeline import prepare_run, run_all
-    from selfguide_hf.recipe_args import cli_recipe_args
+    from selfguide_hf.settings_parser import parse_settings
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
     rows = [
@@ -178,23 +178,15 @@ def test_a_run_trained_on_reasoning_is_evaluated_with_reasoning(
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run_dir = tmp_path / "run"
-    sg_args, training_args, model_args = cli_recipe_args(
-        task="task738",
-        model=str(tiny_model_dir),
-        method="lora",
-        output_dir=run_dir / "adapter",
-        run_dir=run_dir,
-        synthesis={"preset": "default"},
-        num_inputs=4,
-        synthesis_seed=0,
-        training={"num_train_epochs": 1},
-        eval_split="validation",
-        eval_max_rows=3,
-        min_pairs=1,
-        engine="transformers",
-    )
+    sg_args, training_args, model_args = parse_settings(
+        ["--task", "task738", "--model", str(tiny_model_dir), "--output-dir", str(run_dir), "--num-inputs", "4",
+         "--epochs", "1", "--split", "validation", "--max-eval", "3", "--min-pairs", "1",
+         "--engine", "transformers"],
+        front="cli",
+        evaluate=True,
+    )  # fmt: skip
     sg_args = dataclasses.replace(sg_args, dataset_path=str(data))
-    run = prepare_run(sg_args, training_args, model_args, cli_flags=True, owns_output_dir=True)
+    run = prepare_run(sg_args, training_args, model_args, front="cli", owns_output_dir=True)
     run_all(run)
     manifest = json.loads((run_dir / "adapter" / "selfguide_run.json").read_text())
     assert manifest["identity"]["answers_with_reasoning"] is True

@@ -16,7 +16,8 @@ from selfguide_hf import methods, pipeline, publish, trainer
 from selfguide_hf.bundled import bundled_spec, load_eval_split
 from selfguide_hf.methods import TrainingConfigError
 from selfguide_hf.prompts import encode_prompt, render_completion, render_task_prompt
-from selfguide_hf.recipe_args import cpu_has_native_bf16, parse_recipe_args
+from selfguide_hf.settings_parser import cpu_has_native_bf16
+from selfguide_hf.settings_parser import parse_settings as parse_recipe_args
 from selfguide_hf.run_dir import (
     MANIFEST_NAME,
     AdapterMismatchError,
@@ -154,20 +155,18 @@ def test_bad_arguments(argv: list[str], message: str) -> None:
 
 
 def test_push_without_repo_id(tmp_path: Path, tiny_model_dir: Path) -> None:
-    sg, targs, margs = parse_recipe_args(
-        [
-            "--task",
-            TASK,
-            "--model",
-            str(tiny_model_dir),
-            "--output_dir",
-            str(tmp_path),
-            "--push_to_hub",
-            "true",
-        ]
-    )
-    with pytest.raises(TrainingConfigError, match="--hub_model_id"):
-        pipeline.prepare_run(sg, targs, margs)
+    argv = [
+        "--task",
+        TASK,
+        "--model",
+        str(tiny_model_dir),
+        "--output_dir",
+        str(tmp_path),
+        "--push_to_hub",
+        "true",
+    ]
+    with pytest.raises(TrainingConfigError, match="--hub_model_id"):  # refused on parsing, before any model
+        parse_recipe_args(argv)
 
 
 def test_method_sets_quantization() -> None:
@@ -180,9 +179,12 @@ def test_method_sets_quantization() -> None:
 def test_cpu_defaults_and_output_dir() -> None:
     _sg, targs, _ = parse_recipe_args(["--task", TASK])
     assert targs.use_cpu and targs.bf16 == cpu_has_native_bf16()
-    _, targs, _ = parse_recipe_args(["--task", TASK, "--bf16", "false"])
+    sg, targs, margs = parse_recipe_args(["--task", TASK, "--bf16", "false"])
     assert not targs.bf16
-    assert targs.output_dir.endswith("selfguide-task199-lora")
+    run = pipeline.prepare_run(sg, targs, margs)  # the folders follow the task's name: outputs/<task>/adapter
+    assert (
+        Path(run.run_dir) == Path("outputs") / TASK and run.output_dir == Path("outputs") / TASK / "adapter"
+    )
 
 
 # -------------------------------------------------------------------- configs
