@@ -16,8 +16,6 @@ from selfguide_hf import methods, pipeline, publish, trainer
 from selfguide_hf.bundled import bundled_spec, load_eval_split
 from selfguide_hf.methods import TrainingConfigError
 from selfguide_hf.prompts import encode_prompt, render_completion, render_task_prompt
-from selfguide_hf.settings_parser import cpu_has_native_bf16
-from selfguide_hf.settings_parser import parse_settings as parse_recipe_args
 from selfguide_hf.run_dir import (
     MANIFEST_NAME,
     AdapterMismatchError,
@@ -26,6 +24,8 @@ from selfguide_hf.run_dir import (
     last_complete_checkpoint,
     sanitized_command,
 )
+from selfguide_hf.settings_parser import cpu_has_native_bf16
+from selfguide_hf.settings_parser import parse_settings as parse_recipe_args
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
