@@ -60,27 +60,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "full-cpu": {"kind": "bare", "method": "full", "config": CPU_CONFIG},
 }
 DEFAULT_VARIANTS = ["trl-default", "recipe-cpu", "qlora-cpu", "full-cpu", "bare-cpu-e2e", "recipe-cpu-e2e"]
-# Keys of a recipe YAML that are not SFTConfig/ModelConfig settings.
-SELFGUIDE_KEYS = {
-    "compact_lm_head",
-    "task",
-    "model",
-    "method",
-    "num_inputs",
-    "synthesis",
-    "synthesis_seed",
-    "synthesis_cache_dir",
-    "dataset_path",
-    "max_train_rows",
-    "evaluate",
-    "eval_split",
-    "eval_max_rows",
-    "push_dataset",
-    "dataset_hub_id",
-    "card_license",
-    "overwrite_output_dir",
-    "torch_threads",
-}
 RUN_KEYS = {
     "output_dir",
     "num_train_epochs",
@@ -119,7 +98,9 @@ def yaml_settings(config: Path | None) -> dict[str, Any]:
     import yaml
 
     data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    kept = {k: v for k, v in data.items() if k not in SELFGUIDE_KEYS | RUN_KEYS}
+    from selfguide_hf.settings import SelfGuideArguments  # the declared self-guide settings
+
+    kept = {k: v for k, v in data.items() if k not in set(SelfGuideArguments.declared()) | RUN_KEYS}
     kept["compact_lm_head"] = data.get("compact_lm_head", True)
     return kept
 

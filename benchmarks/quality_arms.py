@@ -30,7 +30,7 @@ interval. ``--report-only`` tabulates finished runs.
 The row interval does not cover the draw: the same arm re-synthesised and
 re-trained moved by up to 10 points on the embedded model. ``--seeds 0,1,2``
 runs every arm once per seed (seed 0 is the defaults, in ``<arm>/<task>``;
-seed s > 0 is ``--seed s`` for synthesis and training seed 42 + s, in
+seed s > 0 is ``--synthesis-seed s`` and training ``--seed`` 42 + s, in
 ``<arm>/seed-<s>/<task>``); a cell then shows the mean delta, each seed's
 delta, and one verdict only when every seed agrees.
 """
@@ -89,8 +89,8 @@ def arm_flags(arm: str, task: str, out_dir: Path) -> list[str]:
 
 
 def seed_flags(seed: int) -> list[str]:
-    """Seed 0 is the CLI's defaults; seed s > 0 re-draws synthesis (``--seed s``) and training (42 + s)."""
-    return [] if seed == 0 else ["--seed", str(seed), "--training-option", f"seed={42 + seed}"]
+    """Seed 0 is the CLI's defaults; seed s > 0 re-draws synthesis (``--synthesis-seed s``) and training (42 + s)."""
+    return [] if seed == 0 else ["--synthesis-seed", str(seed), "--seed", str(42 + seed)]
 
 
 def arm_dir(arm: str, args: argparse.Namespace, seed: int = 0) -> Path:

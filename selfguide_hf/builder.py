@@ -81,6 +81,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
     task: Any = None
     model: str | None = None
     revision: str | None = None  # of a Hub model; the cache is keyed by the commit it resolves to
+    model_path: str | None = None  # the model's local folder when the caller resolved it already (the pipeline)
     batch_size: int = 8  # sequences decoded together; part of the key (it changes the sampled stream)
     min_pairs: int = (
         DEFAULT_MIN_PAIRS  # fewer rows (or a label with < 2) is logged as a warning; not part of the key
@@ -111,16 +112,27 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
         return SynthesisConfig(**{name: getattr(self, name) for name in SynthesisConfig.field_names()})
 
     def task_spec(self) -> TaskSpec:
+        """The task, parsed once (`resolve` replaces a name or a file with its `TaskSpec`)."""
         if self.task is None:
             raise ValueError(
                 'load_dataset("selfguide", task=...) needs a task: a bundled task name (e.g. "task190"), '
                 "a spec file or a Natural Instructions task file"
             )
-        return TaskSpec.load(self.task)
+        if not isinstance(self.task, TaskSpec):
+            self.task = TaskSpec.load(self.task)
+        return self.task
+
+    def resolved_model(self) -> str:
+        """The model's local folder, resolved once (or as the caller resolved it)."""
+        if not self.model_path:
+            from selfguide_hf.models import resolve_model
+
+            self.model_path = resolve_model(self.model, self.revision)
+        return self.model_path
 
     def resolve(self) -> None:
         """Validate and fill in the fingerprints of the task content and the model weights."""
-        from selfguide_hf.models import resolve_model, tokenizer_fingerprint, weights_fingerprint
+        from selfguide_hf.models import tokenizer_fingerprint, weights_fingerprint
 
         for name in self.parameter_names():
             if isinstance(getattr(self, name), _ExplicitNone):
@@ -143,7 +155,7 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
                 from selfguide_hf.corpus import embedding_model_fingerprint
 
                 self.embedding_fingerprint = embedding_model_fingerprint(self.corpus_embedding_model)
-        resolved = resolve_model(self.model, self.revision)
+        resolved = self.resolved_model()
         self.model_fingerprint = f"{weights_fingerprint(resolved)}-{tokenizer_fingerprint(resolved)}"
         # decided before the key is made: data made by a fallback engine must not sit under vLLM's key
         self.engine = resolve_engine(self.engine_requested, resolved)
@@ -319,10 +331,8 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
     def _synthesize(self, state: Any) -> SynthesisResult:
         from transformers import AutoConfig, AutoTokenizer
 
-        from selfguide_hf.models import resolve_model
-
         spec = self.config.task_spec()
-        resolved = resolve_model(self.config.model, self.config.revision)
+        resolved = self.config.resolved_model()
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token

@@ -98,27 +98,72 @@ def _read(path: Path) -> Any:
     )
 
 
-# The last corpus read, keyed by its files' paths, sizes and modification times: the run's
-# early check and synthesis read the same file, and a 1M-row corpus takes ~40 s to read.
-_last_read: tuple[tuple, list[str]] | None = None
-
-
 def load_corpus(path: str | os.PathLike[str], field: str = "text") -> list[str]:
-    """The corpus's non-empty texts in ``field``, stripped, duplicates (after normalisation) removed."""
-    global _last_read
+    """The corpus's non-empty texts in ``field``, stripped, duplicates (after normalisation) removed.
+
+    Synthesis reads the corpus once, here; the run's early check reads only its head (`check_corpus`).
+    """
     path = Path(path)
     if not path.exists():
         raise CorpusError(f"{path}: no such corpus file or folder")
-    stamp = (
-        str(path.resolve()),
-        field,
-        tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in _files(path)),
+    return _read_texts(path, field)
+
+
+def _columns_of_head(path: Path) -> list[str] | None:
+    """The column names, read from the file's head only (None: a plain-text corpus, one column ``text``)."""
+    import json
+
+    suffix = path.suffix.lower()
+    if path.is_dir():
+        return list(_read(path).column_names)  # a saved dataset is memory-mapped: no full read
+    if suffix in TEXT_SUFFIXES:
+        return None
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(str(path)).names)
+    with path.open(encoding="utf-8") as handle:
+        if suffix in (".csv", ".tsv"):
+            import csv
+
+            return next(csv.reader(handle, delimiter="\t" if suffix == ".tsv" else ","), [])
+        if suffix == ".jsonl" or suffix == ".json":
+            for line in handle:
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        return list(_read(path).column_names)  # a JSON array or pretty-printed file
+                    return list(row) if isinstance(row, dict) else []
+            return []
+    raise CorpusError(
+        f"{path}: unsupported corpus type {suffix!r}; use .jsonl, .json, .csv, .tsv, .parquet, .txt or a saved folder"
     )
-    if _last_read is not None and _last_read[0] == stamp:
-        return list(_last_read[1])
-    texts = _read_texts(path, field)
-    _last_read = (stamp, texts)
-    return list(texts)
+
+
+def check_corpus(path: str | os.PathLike[str], field: str = "text") -> None:
+    """Before any model runs: the corpus exists, is not empty, is a known type and has ``field``.
+
+    Reads the head only (a 1M-row corpus takes ~40 s to read in full: synthesis does that once).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CorpusError(f"{path}: no such corpus file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise CorpusError(f"{path}: the corpus file is empty; give a file with one text per row")
+    try:
+        columns = _columns_of_head(path)
+    except CorpusError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise CorpusError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
+        ) from None
+    except Exception as exc:  # a malformed file: the library's own error, on one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CorpusError(f"{path}: cannot read the corpus ({type(exc).__name__}: {first})") from None
+    if columns is not None and field not in columns:
+        raise CorpusError(f"{path}: no field {field!r} (it has {columns}); pass the text column's name")
 
 
 def _read_texts(path: Path, field: str) -> list[str]:

@@ -25,11 +25,18 @@ def hash_value(value: Any) -> str:
     return Hasher.hash(value)[:16]
 
 
+def source_hash(names: Iterable[str], root: Path | None = None) -> str:
+    """Hash of the package's own source files ``names`` (paths relative to the package, or to ``root``)."""
+    return _installed_source_hash(tuple(names)) if root is None else _source_hash(tuple(names), root)
+
+
 @functools.cache
-def source_hash(names: Iterable[str]) -> str:
-    """Hash of the package's own source files ``names`` (paths relative to the package)."""
+def _installed_source_hash(names: tuple[str, ...]) -> str:  # the installed code does not change in a run
+    return _source_hash(names, resources.files("selfguide_hf"))
+
+
+def _source_hash(names: tuple[str, ...], package: Any) -> str:
     digest = hashlib.sha256()
-    package = resources.files("selfguide_hf")
     for name in names:
         digest.update(name.encode())
         target = package
@@ -89,9 +96,9 @@ def stage_sources(stage_module: str, root: Path | None = None) -> tuple[str, ...
             files.add(name)
             for imported in _imported_modules((root / name).read_text(encoding="utf-8"), PACKAGE):
                 todo.append(imported)
-    return tuple(sorted(f.replace("\\", "/") for f in files))
+    return tuple(sorted(Path(f).as_posix() for f in files))
 
 
-def stage_sources_hash(stage_module: str) -> str:
+def stage_sources_hash(stage_module: str, root: Path | None = None) -> str:
     """The hash of every source file ``stage_module`` runs (see `stage_sources`)."""
-    return source_hash(stage_sources(stage_module))
+    return source_hash(stage_sources(stage_module, root), root)

@@ -271,10 +271,14 @@ def load_error(folder: str, exc: Exception, what: str = "model") -> ModelResolut
 
 
 def load_causal_lm(name_or_path: str | None = None, dtype: Any = None, **kwargs: Any) -> tuple[Any, Any]:
-    """Load (model, tokenizer) for inference, in eval mode, with a pad token set."""
+    """Load (model, tokenizer) for inference, in eval mode, with a pad token set.
+
+    A local folder (what a run resolved once) is loaded as it is; a name is resolved first.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    resolved = resolve_model(name_or_path)
+    local = name_or_path is not None and Path(os.fspath(name_or_path)).is_dir()
+    resolved = os.fspath(name_or_path) if local else resolve_model(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(resolved)
         model = AutoModelForCausalLM.from_pretrained(resolved, dtype=dtype or "auto", **kwargs)

@@ -165,12 +165,12 @@ def prepare_run(
 
 
 def check_synthesis_settings(sg_args: SelfGuideArguments) -> None:
-    """The corpus is there and has its field before the first generation (values were checked on parsing)."""
+    """The corpus is there and has its field before the first generation (its head only: synthesis reads it)."""
     if sg_args.dataset_path or not sg_args.corpus:
         return
-    from selfguide_hf.corpus import load_corpus
+    from selfguide_hf.corpus import check_corpus
 
-    load_corpus(sg_args.corpus, sg_args.corpus_field)
+    check_corpus(sg_args.corpus, sg_args.corpus_field)
 
 
 def _run_keys(run: SelfGuideRun) -> dict[str, Any]:
@@ -207,6 +207,7 @@ def build_synthetic_dataset(run: SelfGuideRun) -> SyntheticData:
             kwargs["cache_dir"] = args.synthesis_cache_dir
         kwargs["min_pairs"] = run.args.min_pairs  # the builder warns on the user's threshold, then we stop
         kwargs["engine"] = run.engine
+        kwargs["model_path"] = run.model_path  # resolved once, in prepare_run
         if run.vllm_options:
             kwargs["vllm_options"] = run.vllm_options
         if run.model_args.model_revision not in (None, "main"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -270,3 +271,46 @@ def test_a_second_synthesis_of_the_same_data_stops(tiny_model_dir: Path, tmp_pat
         pytest.raises(RuntimeError, match="another run holds the selfguide dataset cache"),
     ):
         builder.download_and_prepare()
+
+
+# ------------------------------------------- the same mistake, the same answer from both fronts
+SAME_ON_BOTH_FRONTS = {
+    "learning rate inf": ["--learning_rate", "inf"],
+    "text in a numeric setting": ["--lora_r", "big"],
+    "bf16 maybe": ["--bf16", "maybe"],
+    "batch size 1.5": ["--per_device_train_batch_size", "1.5"],
+    "malformed repo id": ["--push_to_hub", "true", "--hub_model_id", "not a repo"],
+    "unknown method": ["--method", "dora"],
+    "unknown flag": ["--num_input", "5"],
+    "min pairs 0": ["--min_pairs", "0"],
+    "seed inside the synthesis mapping": ["--synthesis", '{"seed": 1}'],
+    "unknown synthesis parameter": ["--synthesis", '{"rounds": 4}'],
+    "unknown bundled task": ["--task", "task9"],
+    "missing model folder": ["--model", "{missing}"],
+    "YAML list for a number": ["--config", "{yaml}"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAME_ON_BOTH_FRONTS))
+def test_both_fronts_give_the_same_exit_code_and_line(name: str, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`selfguide run` and `recipes/sft.py --evaluate true` read one parser and one error table."""
+    config = tmp_path / "c.yaml"
+    config.write_text("num_train_epochs: [1, 2]\n")
+    fill = {"{missing}": str(tmp_path / "no-model"), "{yaml}": str(config)}
+    args = [fill.get(arg, arg) for arg in SAME_ON_BOTH_FRONTS[name]]
+    if "--task" not in args:
+        args = ["--task", "task738", *args]
+    monkeypatch.chdir(tmp_path)
+    answers = []
+    for front in ("cli", "recipe"):
+        if front == "cli":
+            code = cli.main(["run", *args])
+        else:
+            monkeypatch.setattr(sys, "argv", ["sft.py", *args, "--evaluate", "true"])
+            code = _recipe_cli()()
+        err = [line for line in capsys.readouterr().err.splitlines() if "error: " in line]
+        assert len(err) == 1, f"{front}: {err}"
+        line = err[0].split("error: ", 1)[1]
+        answers.append((code, re.sub(r"--(\w[\w-]*)", lambda m: "--" + m.group(1).replace("-", "_"), line)))
+    assert answers[0] == answers[1] and answers[0][0] == 2, answers
+    assert not (tmp_path / "outputs").exists()  # refused before any folder was made

@@ -333,3 +333,42 @@ def test_evaluate_writes_every_answer(tiny_model_dir, tmp_path):
     assert cli.main([*argv, "--max-eval", "3", "--predictions", str(answers)]) == 0
     rows = [json.loads(line) for line in answers.open()]
     assert len(rows) == 3 and all(r["references"] and isinstance(r["prediction"], str) for r in rows)
+
+
+def test_a_chat_template_edit_redoes_the_few_shot_evaluation(
+    finished_run: Path, tiny_model_dir: Path, tmp_path: Path, stages: Counter, capsys
+) -> None:
+    """Same weights, another chat template: every prompt changes, so nothing keyed on the weights alone stands."""
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    out = copy_run(finished_run, tmp_path)
+    assert cli.main(run_args(model, out)) == 0  # the copy alone (same files) reuses everything
+    assert stages == Counter()
+    template = model / "chat_template.jinja"
+    template.write_text(template.read_text().replace("<|im_start|>", "<|im_start|> "))
+    assert cli.main(run_args(model, out)) == 0
+    assert {"baseline evaluation", "tuned evaluation", "training"} <= set(stages)
+    assert "tokenizer:" in capsys.readouterr().out  # the rerun names what changed
+
+
+def test_a_training_that_diverges_stops_with_an_error_not_a_verdict(
+    tiny_model_dir: Path, tmp_path: Path, stages: Counter, monkeypatch, capsys
+) -> None:
+    from trl import SFTTrainer
+
+    real = SFTTrainer.compute_loss
+
+    def nan_loss(self, *args, **kwargs):  # a forced non-finite loss, as a too-high learning rate gives
+        loss = real(self, *args, **kwargs)
+        return (loss[0] * float("nan"), *loss[1:]) if isinstance(loss, tuple) else loss * float("nan")
+
+    monkeypatch.setattr(SFTTrainer, "compute_loss", nan_loss)
+    out = tmp_path / "run"
+    assert cli.main(run_args(tiny_model_dir, out)) == 1
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "nothing was saved" in err and "Traceback" not in err
+    assert not (out / "adapter" / "adapter_model.safetensors").exists() and not (out / "report.json").exists()
+    assert json.loads((out / "adapter" / "selfguide_run.json").read_text())["complete"] is False
+    monkeypatch.setattr(SFTTrainer, "compute_loss", real)
+    assert cli.main(run_args(tiny_model_dir, out)) == 0  # the rerun trains again
+    assert stages["training"] == 2

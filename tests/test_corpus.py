@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -65,19 +66,29 @@ def test_corpus_errors_name_the_file_and_field(tmp_path: Path) -> None:
         load_corpus(tmp_path / "c.xml")
 
 
-def test_a_corpus_read_twice_is_read_once_unless_edited(tmp_path: Path, monkeypatch) -> None:
-    """The early check and synthesis read the same corpus: the second read is free, an edit is seen."""
+def test_the_early_check_reads_the_head_only_and_names_the_fault(tmp_path: Path, monkeypatch) -> None:
+    """The run's check before any model reads no corpus in full (synthesis reads it once), yet names the fault."""
     from selfguide_hf import corpus
 
-    corpus_path = write_corpus(tmp_path / "c.jsonl")
     reads: list[Path] = []
-    real = corpus._read_texts
-    monkeypatch.setattr(corpus, "_read_texts", lambda path, field: reads.append(path) or real(path, field))
-    first = load_corpus(corpus_path)
-    first.append("changed by the caller")
-    assert load_corpus(corpus_path) == first[:-1] and len(reads) == 1
-    write_corpus(corpus_path, [*ROWS, "A new row about trains."])
-    assert load_corpus(corpus_path)[-1] == "A new row about trains." and len(reads) == 2
+    monkeypatch.setattr(corpus, "_read_texts", lambda path, field: reads.append(path))
+    good = write_corpus(tmp_path / "c.jsonl")
+    corpus.check_corpus(good)
+    csv_file = tmp_path / "c.csv"
+    csv_file.write_text("body,id\nA text.,1\n")
+    corpus.check_corpus(csv_file, "body")
+    assert reads == []
+    for path, field, message in [
+        (good, "body", "no field 'body' (it has ['text', 'id'])"),
+        (csv_file, "text", "no field 'text' (it has ['body', 'id'])"),
+        (tmp_path / "missing.jsonl", "text", "no such corpus file"),
+        (tmp_path / "c.xml", "text", "unsupported corpus type '.xml'"),
+    ]:
+        if path.suffix == ".xml":
+            path.write_text("<a/>")
+        with pytest.raises(CorpusError, match=re.escape(message)):
+            corpus.check_corpus(path, field)
+    assert not hasattr(corpus, "_last_read")  # no module-level cache papers over a second read
 
 
 def test_an_edited_corpus_is_another_dataset(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -246,10 +257,8 @@ def test_embedding_errors_name_the_model_and_the_install(tmp_path: Path, monkeyp
 
 
 def test_the_retriever_is_part_of_the_identity_only_with_a_corpus(tmp_path: Path) -> None:
-    from selfguide_hf.corpus import RETRIEVERS
-    from selfguide_hf.synthesis_config import CORPUS_RETRIEVERS, SynthesisConfig
+    from selfguide_hf.synthesis_config import SynthesisConfig
 
-    assert tuple(RETRIEVERS) == CORPUS_RETRIEVERS
     plain = SynthesisConfig()
     assert "corpus_retriever" not in plain.to_dict()  # datasets made without a corpus keep their key
     assert plain.fingerprint() == SynthesisConfig(corpus_embedding_model="x/y").fingerprint()

@@ -125,3 +125,86 @@ def test_every_sft_and_model_field_is_in_the_adapter_identity_unless_declared_ne
     assert {
         f.name for f in (*dataclasses.fields(SFTConfig), *dataclasses.fields(ModelConfig))
     } >= WEIGHT_NEUTRAL_FIELDS
+
+
+def test_a_run_reads_its_spec_file_resolves_its_model_and_reads_its_corpus_once(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`selfguide synthesize` with a spec file and a corpus: one parse, one resolution, one read."""
+    import json
+
+    from selfguide_hf import cli, corpus, models, pipeline, task
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    spec = json.loads((ROOT / "selfguide_hf" / "data" / "tasks" / "task738" / "spec.json").read_text())
+    spec_file = tmp_path / "my_task.json"
+    spec_file.write_text(json.dumps({**spec, "task": "mytask"}))
+    corpus_file = tmp_path / "c.jsonl"
+    corpus_file.write_text(
+        "".join(json.dumps({"text": f"claim: thing {i}.\nperspective: view {i}"}) + "\n" for i in range(6))
+    )
+    calls: dict[str, int] = {"spec": 0, "model": 0, "corpus": 0}
+    real_load, real_resolve, real_read = task.TaskSpec.load.__func__, models.resolve_model, corpus._read_texts
+
+    def load(cls, source, *args, **kwargs):
+        calls["spec"] += not isinstance(source, task.TaskSpec)
+        return real_load(cls, source, *args, **kwargs)
+
+    def resolve(*args, **kwargs):
+        calls["model"] += 1
+        return real_resolve(*args, **kwargs)
+
+    def read(*args, **kwargs):
+        calls["corpus"] += 1
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(task.TaskSpec, "load", classmethod(load))
+    monkeypatch.setattr(pipeline, "resolve_model", resolve)
+    monkeypatch.setattr(models, "resolve_model", resolve)
+    monkeypatch.setattr(corpus, "_read_texts", read)
+    argv = [
+        "synthesize",
+        "--task",
+        str(spec_file),
+        "--model",
+        str(tiny_model_dir),
+        "--output-dir",
+        str(tmp_path / "run"),
+    ]
+    argv += [
+        "--corpus",
+        str(corpus_file),
+        "--num-inputs",
+        "2",
+        "--min-pairs",
+        "1",
+        "--engine",
+        "transformers",
+    ]
+    assert cli.main(argv) == 0
+    assert calls == {"spec": 1, "model": 1, "corpus": 1}
+
+
+def test_the_code_that_keys_a_stage_is_what_the_stage_imports(tmp_path: Path) -> None:
+    """Editing methods.py (which loads the model for training) retrains; a module imported anywhere counts."""
+    import shutil
+
+    from selfguide_hf.fingerprints import stage_sources, stage_sources_hash
+
+    copy = tmp_path / "selfguide_hf"
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("data", "__pycache__"))
+    assert {"methods.py", "trainer.py", "prompts.py"} <= set(stage_sources("trainer", copy))
+    assert {"builder.py", "synthesis.py", "corpus.py", "vllm_engine.py"} <= set(
+        stage_sources("builder", copy)
+    )
+    assert "metrics/core.py" in stage_sources("evaluation", copy)
+    before = {stage: stage_sources_hash(stage, copy) for stage in ("trainer", "evaluation", "builder")}
+    (copy / "methods.py").write_text((copy / "methods.py").read_text() + "\n# edited\n")
+    after = {stage: stage_sources_hash(stage, copy) for stage in ("trainer", "evaluation", "builder")}
+    assert after["trainer"] != before["trainer"]
+    assert after["evaluation"] == before["evaluation"] and after["builder"] == before["builder"]
+    # a module a stage starts importing joins its key at once, inside a function too
+    (copy / "prompts.py").write_text(
+        (copy / "prompts.py").read_text() + "\n\ndef late():\n    from selfguide_hf import verdict\n"
+    )
+    assert "verdict.py" in stage_sources("trainer", copy)
