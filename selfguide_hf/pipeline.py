@@ -327,6 +327,7 @@ def _manifest(run: SelfGuideRun, data: SyntheticData, identity: dict[str, Any]) 
         "synthesis_seed": run.synthesis_seed,
         "synthesis": run.args.synthesis,
         "synthesis_settings": _synthesis_settings(run),
+        "settings": _plain({f: getattr(run.args, f) for f in SelfGuideArguments.declared()}),
         "synthetic_source": data.source,
         "selfguide_hf_version": package_version,
     }

@@ -223,7 +223,7 @@ def test_a_failed_push_is_one_clear_line(
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
     fake_hub.state.fail_commits = 500
     args = run_args(hub_copy_of_model, tmp_path / "run", "--push-to-hub", "me/broken")
-    assert cli.main(args) == 2
+    assert cli.main(args) == 3  # errors.EXIT_CODES: the Hub refused
     captured = capsys.readouterr()
     err = [line for line in captured.err.splitlines() if "error" in line]
     assert len(err) == 1 and "pushing to the model repository me/broken failed" in err[0]
