@@ -81,7 +81,8 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
     task: Any = None
     model: str | None = None
     revision: str | None = None  # of a Hub model; the cache is keyed by the commit it resolves to
-    model_path: str | None = None  # the model's local folder when the caller resolved it already (the pipeline)
+    # the model's local folder when the caller resolved it already (the pipeline): not resolved again
+    model_path: str | None = None
     batch_size: int = 8  # sequences decoded together; part of the key (it changes the sampled stream)
     min_pairs: int = (
         DEFAULT_MIN_PAIRS  # fewer rows (or a label with < 2) is logged as a warning; not part of the key
