@@ -113,15 +113,16 @@ class SelfGuideConfig(datasets.BuilderConfig, SynthesisConfig):
         return SynthesisConfig(**{name: getattr(self, name) for name in SynthesisConfig.field_names()})
 
     def task_spec(self) -> TaskSpec:
-        """The task, parsed once (`resolve` replaces a name or a file with its `TaskSpec`)."""
+        """The task, parsed once (kept beside ``task``, which stays as the caller gave it)."""
         if self.task is None:
             raise ValueError(
                 'load_dataset("selfguide", task=...) needs a task: a bundled task name (e.g. "task190"), '
                 "a spec file or a Natural Instructions task file"
             )
-        if not isinstance(self.task, TaskSpec):
-            self.task = TaskSpec.load(self.task)
-        return self.task
+        spec = getattr(self, "_spec", None)
+        if spec is None:
+            spec = self._spec = TaskSpec.load(self.task)
+        return spec
 
     def resolved_model(self) -> str:
         """The model's local folder, resolved once (or as the caller resolved it)."""

@@ -130,7 +130,7 @@ def test_arms_seeds_average_the_draws_and_agree_on_a_verdict(tmp_path: Path) -> 
 
     arms = arms_module()
     assert arms.seed_flags(0) == []
-    assert arms.seed_flags(2) == ["--seed", "2", "--training-option", "seed=44"]
+    assert arms.seed_flags(2) == ["--synthesis-seed", "2", "--seed", "44"]
     args = argparse.Namespace(out_dir=tmp_path, base_dir=None)
     assert arms.arm_dir("novelty", args, 0) == tmp_path / "novelty"
     assert arms.arm_dir("novelty", args, 1) == tmp_path / "novelty" / "seed-1"
