@@ -93,8 +93,19 @@ model = AutoPeftModelForCausalLM.from_pretrained("$repo_hint")
 tokenizer = AutoTokenizer.from_pretrained("$repo_hint")
 ```
 
-Prompt it exactly as it was trained: `selfguide_hf.prompts.render_task_prompt(spec, text, tokenizer)`
-(the task instruction and demonstrations as chat turns, then the new input).
+Prompt it exactly as it was trained, with the task spec this repository carries
+(`$spec_file`: the instruction, the demonstrations and the labels):
+
+```python
+from huggingface_hub import hf_hub_download
+from selfguide_hf import TaskSpec
+from selfguide_hf.prompts import render_task_prompt
+
+spec = TaskSpec.load(hf_hub_download("$repo_hint", "$spec_file"))
+prompt = render_task_prompt(spec, "your input", tokenizer)  # demonstrations as chat turns, then the input
+ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+print(tokenizer.decode(model.generate(ids, max_new_tokens=64)[0, ids.shape[1]:], skip_special_tokens=True))
+```
 
 """
     + CARD_FOOTER
@@ -291,6 +302,43 @@ METHOD_TEXT = {
 }
 
 
+SPEC_FILE = "selfguide_task.json"  # the task spec pushed beside the adapter (TaskSpec.load reads it)
+
+
+def eval_results(info: CardInfo) -> list[Any]:
+    """`model-index` results: the tuned and the few-shot score on the task's rows, and the delta's interval."""
+    from huggingface_hub import EvalResult
+
+    evaluation = info.evaluation or {}
+    before, after = evaluation.get("before") or {}, evaluation.get("after") or {}
+    if after.get("score") is None:
+        return []
+    metric = info.spec.metric
+    common = {
+        "task_type": "text-generation",
+        "dataset_type": f"selfguide/{info.spec.name}",
+        "dataset_name": f"{info.spec.name} ({evaluation.get('split', 'test')} rows)",
+        "dataset_split": str(evaluation.get("split", "test")),
+        "metric_type": metric,
+    }
+    results = [EvalResult(**common, metric_name=f"{metric} (self-guided)", metric_value=after["score"])]
+    if before.get("score") is not None:
+        results.append(
+            EvalResult(**common, metric_name=f"{metric} (few-shot base)", metric_value=before["score"])
+        )
+    interval = evaluation.get("interval") or {}
+    if interval.get("low") is not None and interval.get("high") is not None:
+        delta = interval.get("delta", after["score"] - before.get("score", 0.0))
+        results.append(
+            EvalResult(
+                **{**common, "metric_type": f"{metric}_delta"},
+                metric_name=f"{metric} self-guided minus few-shot (95% CI {interval['low']:.1f} to {interval['high']:.1f})",
+                metric_value=round(delta, 2),
+            )
+        )
+    return results
+
+
 def model_card(info: CardInfo) -> str:
     """README.md for the adapter repository: YAML header plus the model card text."""
     from huggingface_hub import ModelCardData
@@ -305,6 +353,8 @@ def model_card(info: CardInfo) -> str:
         tags=tags,
         datasets=[info.dataset_hub_id] if info.dataset_hub_id else None,
         pipeline_tag="text-generation",
+        model_name=info.repo_id.split("/")[-1] if info.repo_id else f"{info.spec.name}-selfguide",
+        eval_results=eval_results(info) or None,
     )
     lora = info.manifest.get("lora")
     training = dict(info.training)
@@ -329,6 +379,7 @@ def model_card(info: CardInfo) -> str:
         training_table=table(training),
         evaluation=evaluation_text(info.evaluation),
         repo_hint=info.repo_id or "<this repository>",
+        spec_file=SPEC_FILE,
         command=info.command or "accelerate launch recipes/sft.py --config <config> --task <task>",
         license_text=_license_text(info.license, info.base_model),
         citation=CITATION,

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,31 @@ def assert_paths_absent(files: dict[str, bytes], paths: Iterable[str]) -> None:
         raise HubPushError(f"refusing to push: local paths remain in {leaking}")
 
 
+# An absolute local path in any pushed text: /a/b..., ~/a, C:\a (URLs, relative paths and "a/b" prose do
+# not match: the slash must not follow a word character, a colon, a dot or another slash).
+ABSOLUTE_PATH = re.compile(r"(?<![\w:/.~\-])(?:/(?:[\w.\-]+/)+[\w.\-]*|~/[\w.\-/]+|\b[A-Za-z]:\\[\w.\-\\]+)")
+SCANNED_SUFFIXES = (".json", ".md", ".jinja", ".txt", ".yaml", ".yml")
+
+
+def assert_no_absolute_paths(files: dict[str, bytes]) -> None:
+    """Refuse the push when any text file still holds an absolute path, naming the file, line and path.
+
+    Not a list of the paths the run knows of (those are scrubbed first): any absolute path at all,
+    so a setting nobody thought of (a local embedding model, say) cannot leak either.
+    """
+    for name, data in sorted(files.items()):
+        if Path(name).suffix not in SCANNED_SUFFIXES:
+            continue
+        text = data.decode("utf-8", errors="replace")
+        for number, line in enumerate(text.splitlines(), start=1):
+            found = ABSOLUTE_PATH.search(line)
+            if found:
+                raise HubPushError(
+                    f"refusing to push: {name}:{number} holds a local path {found.group(0)!r}; "
+                    "nothing was sent (please report it: every local path should have been replaced)"
+                )
+
+
 def assert_token_absent(files: dict[str, bytes], token: str | None) -> None:
     """Refuse to upload any file that contains the token (defence in depth: nothing should)."""
     if not token:
@@ -145,6 +171,7 @@ def _commit(
     if local_paths:
         files = scrub_local_paths(files, local_paths)
         assert_paths_absent(files, local_paths)
+    assert_no_absolute_paths(files)
     assert_token_absent(files, token)
     api = _api(token, endpoint)
     operations = [
@@ -172,8 +199,10 @@ def adapter_files(
     *,
     base_model_id: str | None = None,
     local_base_paths: Iterable[str] = (),
+    extra_files: dict[str, bytes] | None = None,
 ) -> dict[str, bytes]:
-    """Exactly what `push_adapter` uploads: weights, tokenizer, run records and the card as README.md."""
+    """Exactly what `push_adapter` uploads: weights, tokenizer, run records, ``extra_files`` (the task
+    spec) and the card as README.md."""
     folder = Path(folder)
     files = collect_folder_files(folder, (*ADAPTER_FILES, *TOKENIZER_PATTERNS, *RUN_FILES))
     if "adapter_config.json" in files:
@@ -185,6 +214,7 @@ def adapter_files(
     weights = {"adapter_model.safetensors", "adapter_model.bin", "model.safetensors"}
     if not (weights & set(files) or any(name.startswith("model-") for name in files)):
         raise HubPushError(f"{folder}: no adapter or model weights to push; train first")
+    files.update(extra_files or {})
     files["README.md"] = card.encode("utf-8")
     return files
 
@@ -196,6 +226,7 @@ def push_adapter(
     *,
     base_model_id: str | None = None,
     local_base_paths: Iterable[str] = (),
+    extra_files: dict[str, bytes] | None = None,
     commit_message: str = "Upload self-guide adapter",
     **push: Any,
 ) -> str:
@@ -203,7 +234,9 @@ def push_adapter(
 
     ``push``: ``token``, ``private``, ``endpoint``, ``local_paths`` (see `_commit`).
     """
-    files = adapter_files(folder, card, base_model_id=base_model_id, local_base_paths=local_base_paths)
+    files = adapter_files(
+        folder, card, base_model_id=base_model_id, local_base_paths=local_base_paths, extra_files=extra_files
+    )
     return _commit(repo_id, files, repo_type="model", commit_message=commit_message, **push)
 
 

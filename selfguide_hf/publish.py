@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from selfguide_hf.cards import CardInfo, dataset_card, model_card
+from selfguide_hf.cards import SPEC_FILE, CardInfo, dataset_card, model_card
 from selfguide_hf.models import MARKER, is_embedded
 from selfguide_hf.run_dir import read_manifest
 from selfguide_hf.trainer import TrainResult
@@ -62,6 +62,7 @@ def local_paths(run: SelfGuideRun) -> dict[str, str]:
         run.args.synthesis_cache_dir,
         run.args.task,
         run.args.corpus,
+        run.args.corpus_embedding_model,
         corpus,
     ):
         if given and Path(given).exists():
@@ -201,7 +202,13 @@ def push_run_adapter(
         base_model_id=public_model_id(run),
         local_base_paths=[run.model_path],
         local_paths=local_paths(run),
+        extra_files={SPEC_FILE: task_spec_file(run)},
     )
+
+
+def task_spec_file(run: SelfGuideRun) -> bytes:
+    """The task spec as `TaskSpec.load` reads it: without it nobody else can prompt the adapter right."""
+    return (json.dumps(run.spec.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def push_run_dataset(run: SelfGuideRun, data: SyntheticData) -> str | None:

@@ -229,3 +229,63 @@ def test_a_failed_push_is_one_clear_line(
     assert len(err) == 1 and "pushing to the model repository me/broken failed" in err[0]
     assert "Traceback" not in captured.err and "adapter pushed" not in captured.out
     assert fake_hub.files("me/broken") == {}
+
+
+def test_the_adapter_carries_its_task_spec_and_a_model_index(fake_hub: FakeHub, trained_run) -> None:
+    """Anyone can prompt the adapter as it was trained: the spec is in the repository, the card says how."""
+    from huggingface_hub import ModelCard
+
+    from selfguide_hf.cards import SPEC_FILE
+    from selfguide_hf.task import TaskSpec
+
+    run, data, result = trained_run
+    report = {
+        "baseline": {"score": 40.0, "num_examples": 4},
+        "self_guided": {"score": 55.0, "num_examples": 4},
+        "interval": {
+            "delta": 15.0,
+            "low": 2.5,
+            "high": 27.5,
+            "level": 0.95,
+            "resamples": 1000,
+            "seed": 0,
+            "rows": 4,
+        },
+        "eval_split": "validation",
+    }
+    publish.push_run_adapter(run, data, result, report)
+    files = fake_hub.files("me/tiny-selfguide")
+    spec = TaskSpec.from_dict(json.loads(files[SPEC_FILE]), source=SPEC_FILE)
+    assert spec.to_dict() == run.spec.to_dict()
+    card = files["README.md"].decode()
+    assert f'hf_hub_download("me/tiny-selfguide", "{SPEC_FILE}")' in card and "render_task_prompt" in card
+    results = ModelCard(card).data.eval_results
+    by_name = {r.metric_name: r.metric_value for r in results}
+    assert (
+        by_name[f"{spec.metric} (self-guided)"] == 55.0 and by_name[f"{spec.metric} (few-shot base)"] == 40.0
+    )
+    assert any("95% CI 2.5 to 27.5" in name for name in by_name)
+    assert "model-index" in card
+
+
+def test_a_local_embedding_model_folder_is_not_pushed_and_an_unknown_path_is_refused(
+    fake_hub: FakeHub, trained_run, tmp_path: Path
+) -> None:
+    run, data, result = trained_run
+    embedding = tmp_path / "my-embedder"
+    embedding.mkdir()
+    run.args.corpus_embedding_model = str(embedding)  # a local folder given as the embedding model
+    run.args.synthesis = {**(run.args.synthesis or {}), "note": str(embedding)}
+    try:
+        publish.push_run_adapter(run, data, result)
+        for name, content in fake_hub.files("me/tiny-selfguide").items():
+            assert str(embedding).encode() not in content, name
+    finally:
+        run.args.synthesis = {k: v for k, v in (run.args.synthesis or {}).items() if k != "note"} or None
+    # a path no list knows of, planted in the card: the scan over every text file refuses the push
+    planted = "/srv/private/models/secret-7b"
+    with pytest.raises(
+        hub.HubPushError, match=r"README\.md:\d+ holds a local path '/srv/private/models/secret-7b'"
+    ):
+        hub.push_adapter(run.output_dir, "me/planted", f"# card\n\nbase: {planted}\n", token=TOKEN)
+    assert fake_hub.files("me/planted") == {}
