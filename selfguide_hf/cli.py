@@ -23,7 +23,7 @@ from selfguide_hf.settings_parser import parse_settings
 
 logger = logging.getLogger("selfguide_hf")
 
-USAGE = """usage: selfguide {synthesize,train,evaluate,run} [--config FILE.yaml] [flags]
+USAGE = """usage: selfguide {synthesize,train,evaluate,run,plan} [--config FILE.yaml] [flags]
 
 SELF-GUIDE: a model improves at one task on data it writes itself.
 
@@ -32,6 +32,9 @@ commands:
   train       synthesize (cached) and finetune an adapter, write its card, push when asked
   evaluate    score the model (or --adapter DIR) on the task's rows; --predictions FILE keeps every answer
   run         synthesize, train, evaluate the base and the tuned model, report
+  plan        the settings chosen for this machine and each stage's memory, from the model's config.json
+              alone (no weights); --gpu-memory-gb N plans for a card you do not have, --json for a script;
+              exit 2 when the run would not fit
 
 `selfguide COMMAND --help` lists every flag: the settings of recipes/sft.py (docs/TRAINING.md),
 plus --synthesis-option KEY=VALUE, --training-option KEY=VALUE, --push-to-hub REPO,
@@ -70,29 +73,82 @@ def cmd_run(run: Any, extra: dict[str, Any]) -> None:
         print(f"\n{report['verdict_sentence']}.")
 
 
+def cmd_plan(settings: tuple[Any, Any, Any], extra: dict[str, Any]) -> int:
+    """Print the resolved settings and the memory table (or one JSON object); 2 when it does not fit."""
+    import json
+
+    sg_args, training_args, model_args = settings
+    plan = pipeline.plan_run(*settings, gpu_memory_gb=extra["gpu-memory-gb"])
+    if plan is None:
+        raise ConfigError(f"--model {sg_args.model}: no memory plan for this model (see the warning above)")
+    resolved = {
+        "model": sg_args.model,
+        "method": sg_args.method,
+        "dtype": model_args.dtype,
+        "bf16": training_args.bf16,
+        "fp16": training_args.fp16,
+        "gradient_checkpointing": training_args.gradient_checkpointing,
+        "per_device_train_batch_size": training_args.per_device_train_batch_size,
+        "max_length": training_args.max_length,
+        "lora_r": model_args.lora_r,
+        "engine": sg_args.engine,
+    }
+    if extra["json"]:
+        print(json.dumps({**plan.to_dict(), "settings": resolved}, indent=2))
+    else:
+        print("settings: " + ", ".join(f"{k} {v}" for k, v in resolved.items()))
+        print(plan.format_table())
+    if not plan.fits:
+        print(f"selfguide plan: error: {pipeline.what_to_change(plan)}", file=sys.stderr)
+        return 2
+    return 0
+
+
 COMMANDS = {"synthesize": cmd_synthesize, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run}
-# Flags of one command that are not settings: what `evaluate` scores, where it writes the answers.
-COMMAND_FLAGS = {"evaluate": ("--adapter", "--predictions")}
+# Flags of one command that are not settings: what `evaluate` scores, where it writes the answers;
+# the card `plan` plans for, and its output as JSON.
+COMMAND_FLAGS = {"evaluate": ("--adapter", "--predictions"), "plan": ("--gpu-memory-gb", "--json")}
+SWITCHES = ("--json",)
 
 
 def split_command_flags(command: str, argv: list[str]) -> tuple[dict[str, Any], list[str]]:
     """The command's own flags (``--adapter DIR``), ``-v``, and the rest (the settings' flags)."""
-    extra: dict[str, Any] = {"adapter": None, "predictions": None, "verbose": False}
+    extra: dict[str, Any] = {
+        "adapter": None,
+        "predictions": None,
+        "verbose": False,
+        "gpu-memory-gb": None,
+        "json": False,
+    }
     rest: list[str] = []
     i = 0
     while i < len(argv):
         flag, eq, inline = argv[i].partition("=")
         if flag in ("-v", "--verbose"):
             extra["verbose"] = True
+        elif flag in SWITCHES and flag in COMMAND_FLAGS.get(command, ()):
+            extra[flag[2:]] = True
         elif flag in COMMAND_FLAGS.get(command, ()):
             if not eq and (i + 1 >= len(argv) or argv[i + 1].startswith("-")):
                 raise ConfigError(f"{flag} needs a value")
-            extra[flag[2:]] = Path(inline if eq else argv[i + 1])
+            extra[flag[2:]] = _command_value(flag, inline if eq else argv[i + 1])
             i += 0 if eq else 1
         else:
             rest.append(argv[i])
         i += 1
     return extra, rest
+
+
+def _command_value(flag: str, text: str) -> Any:
+    if flag != "--gpu-memory-gb":
+        return Path(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{flag}: expected a number of GB, got {text!r}") from None
+    if not 0 < value < 10_000:
+        raise ConfigError(f"{flag}: expected a number of GB > 0, got {text}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command = argv[0]
-    if command not in COMMANDS:
+    if command not in (*COMMANDS, "plan"):
         print(f"{USAGE}\n\nselfguide: error: unknown command {command!r}", file=sys.stderr)
         return 2
     try:
@@ -111,7 +167,15 @@ def main(argv: list[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
         logger.setLevel(logging.INFO)
-        settings = parse_settings(rest, front="cli", evaluate=command == "run", prog=f"selfguide {command}")
+        settings = parse_settings(
+            rest,
+            front="cli",
+            evaluate=command in ("run", "plan"),
+            prog=f"selfguide {command}",
+            gpu_memory_gb=extra["gpu-memory-gb"],
+        )
+        if command == "plan":
+            return cmd_plan(settings, extra)
         run = pipeline.prepare_run(
             *settings, argv, command_prefix="selfguide", owns_output_dir=True, front="cli"
         )

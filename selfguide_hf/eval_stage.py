@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfguide_hf.fingerprints import hash_value, stage_sources_hash
-from selfguide_hf.run_dir import file_digests, read_manifest, write_json_atomic
+from selfguide_hf.run_dir import check_adapter_base, file_digests, read_manifest, write_json_atomic
 
 if TYPE_CHECKING:  # only the type; importing it would load the recipe arguments (TRL)
     from selfguide_hf.run import SelfGuideRun
@@ -109,3 +109,26 @@ def evaluate(
 
 
 # --------------------------------------------------------------------- all
+
+
+# ----------------------------------------------------------------- evaluate
+def evaluate_only(run: SelfGuideRun, adapter: Path | None, predictions: Path | None = None) -> Any:
+    """`selfguide evaluate`: score the model, or the model with ``adapter``, on the run's rows (no cache)."""
+    from selfguide_hf.evaluation import evaluate_saved_model, write_predictions
+
+    rows = eval_rows(run)
+    if adapter is not None:
+        check_adapter_base(adapter, run.weights, run.args.model)
+    result = evaluate_saved_model(
+        run.model_path,
+        adapter,
+        run.spec,
+        rows,
+        batch_size=run.args.eval_batch_size,
+        engine=run.engine,
+        vllm_options=run.vllm_options or None,
+        reasoning=answers_with_reasoning(adapter),
+    )
+    if predictions is not None:
+        write_predictions(Path(predictions), rows, result.predictions)
+    return result

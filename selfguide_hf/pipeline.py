@@ -27,9 +27,10 @@ from selfguide_hf import publish
 from selfguide_hf.distributed import end_processes
 from selfguide_hf.engines import resolve_engine
 from selfguide_hf.errors import ConfigError
-from selfguide_hf.eval_stage import check_rows_fit, eval_rows, evaluate
+from selfguide_hf.eval_stage import check_rows_fit, eval_rows, evaluate, evaluate_only
 from selfguide_hf.fingerprints import hash_value, stage_sources_hash
 from selfguide_hf.funnel import shortfall
+from selfguide_hf.memory_plan import MemoryPlan, what_to_change
 from selfguide_hf.models import (
     ModelResolutionError,
     base_model_id,
@@ -58,12 +59,15 @@ from selfguide_hf.run_dir import (
     write_json_atomic,
 )
 from selfguide_hf.settings import (
-    WEIGHT_NEUTRAL_FIELDS,
+    AUTO_METHOD,
     SelfGuideArguments,
     default_folders,
+    plain_value,
     synthesis_config,
     synthesis_overrides,
+    weight_settings,
 )
+from selfguide_hf.settings_parser import reconcile_model_args
 from selfguide_hf.task import TaskSpec, TaskSpecError
 from selfguide_hf.trainer import TrainResult, load_dataset_file, set_cpu_threads, train_adapter
 
@@ -78,9 +82,11 @@ __all__ = [
     "end_processes",
     "evaluate_only",
     "format_report_table",
+    "plan_run",
     "prepare_run",
     "run_all",
     "train",
+    "what_to_change",
 ]
 
 
@@ -103,14 +109,7 @@ def prepare_run(
 
     ``sg_args`` and the others come from `settings_parser.parse_settings`, already checked.
     """
-    if not sg_args.task:
-        raise ConfigError(
-            "no task given: pass --task with a bundled task name (e.g. task199), a spec file or an NI task file"
-        )
-    try:
-        spec = TaskSpec.load(sg_args.task)
-    except TaskSpecError as exc:
-        raise ConfigError(f"--task {sg_args.task}: {exc}") from exc
+    spec = load_task(sg_args)
     default_folders(sg_args, training_args, spec.name)
     try:
         model_path = resolve_model(sg_args.model, model_args.model_revision)
@@ -118,6 +117,11 @@ def prepare_run(
         tokenizer = tokenizer_fingerprint(model_path)
     except ModelResolutionError as exc:
         raise ConfigError(f"--model {sg_args.model}: {exc}") from exc
+    plan = plan_run(sg_args, training_args, model_args, spec=spec, model_path=model_path)
+    if plan is not None and not plan.fits:  # before any weight loads
+        raise ConfigError(f"memory plan: {what_to_change(plan)} (`selfguide plan` prints the table)")
+    if plan is not None:
+        (_say if plan.hardware.device == "cuda" else logger.info)(f"memory plan: {plan.summary()}")
     # The trainer must not push (we push with our own card after training), and must not pickle
     # the token into checkpoints (training_args.bin).
     hub_token, push, hub_model_id = (
@@ -162,6 +166,50 @@ def prepare_run(
     if training_args.use_cpu:
         set_cpu_threads(sg_args.torch_threads, local)
     return run
+
+
+def load_task(sg_args: SelfGuideArguments) -> TaskSpec:
+    """The task, parsed once for the whole run."""
+    if not sg_args.task:
+        raise ConfigError(
+            "no task given: pass --task with a bundled task name (e.g. task199), a spec file or an NI task file"
+        )
+    try:
+        return TaskSpec.load(sg_args.task)
+    except TaskSpecError as exc:
+        raise ConfigError(f"--task {sg_args.task}: {exc}") from exc
+
+
+def plan_run(
+    sg_args: SelfGuideArguments,
+    training_args: Any,
+    model_args: Any,
+    *,
+    spec: TaskSpec | None = None,
+    model_path: str | None = None,
+    gpu_memory_gb: float | None = None,
+) -> MemoryPlan | None:
+    """The memory plan of the settings, from the model's config.json (no weight loads); ``method`` auto
+    takes the plan's choice. None, with a warning, for a model the meta device cannot build."""
+    from selfguide_hf.memory_plan import plan_for_run
+
+    spec = spec or load_task(sg_args)
+    try:
+        plan = plan_for_run(
+            spec, sg_args.model, model_path, sg_args, training_args, model_args, synthesis_config(sg_args),
+            gpu_memory_gb=gpu_memory_gb, engine=sg_args.engine,
+        )  # fmt: skip
+    except ConfigError:
+        raise
+    except Exception as exc:
+        logger.warning("no memory plan for %s (%s: %s)", sg_args.model, type(exc).__name__, exc)
+        plan = None
+    if sg_args.method == AUTO_METHOD:
+        sg_args.method = plan.method if plan is not None else "lora"
+        reconcile_model_args(sg_args, model_args)
+    if plan is not None:
+        logger.debug("%s", plan.format_table())
+    return plan
 
 
 def check_synthesis_settings(sg_args: SelfGuideArguments) -> None:
@@ -260,33 +308,6 @@ def check_enough_data(run: SelfGuideRun, data: SyntheticData) -> None:
 
 
 # ----------------------------------------------------------------- training
-def _plain(value: Any) -> Any:
-    """A setting's value as JSON: enums by value, tuples as lists, other objects by their fields."""
-    import dataclasses
-
-    value = getattr(value, "value", value)  # enums
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _plain(dataclasses.asdict(value))
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return repr(value)
-
-
-def weight_settings(args: Any) -> dict[str, Any]:
-    """Every field of TRL's `SFTConfig` or `ModelConfig` that is not declared weight-neutral."""
-    import dataclasses
-
-    return {
-        f.name: _plain(getattr(args, f.name, None))
-        for f in dataclasses.fields(args)
-        if f.name not in WEIGHT_NEUTRAL_FIELDS
-    }
-
-
 def training_identity(run: SelfGuideRun, data: SyntheticData) -> dict[str, Any]:
     """Everything the trained weights depend on; any difference retrains, and a rerun names it."""
     targs, margs = run.training_args, run.model_args
@@ -327,7 +348,7 @@ def _manifest(run: SelfGuideRun, data: SyntheticData, identity: dict[str, Any]) 
         "synthesis_seed": run.synthesis_seed,
         "synthesis": run.args.synthesis,
         "synthesis_settings": _synthesis_settings(run),
-        "settings": _plain({f: getattr(run.args, f) for f in SelfGuideArguments.declared()}),
+        "settings": plain_value({f: getattr(run.args, f) for f in SelfGuideArguments.declared()}),
         "synthetic_source": data.source,
         "selfguide_hf_version": package_version,
     }
@@ -459,27 +480,3 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
         _say(f"adapter pushed: {url}")
     run.training_args.distributed_state.wait_for_everyone()
     return report or {}
-
-
-# ----------------------------------------------------------------- evaluate
-def evaluate_only(run: SelfGuideRun, adapter: Path | None, predictions: Path | None = None) -> Any:
-    """`selfguide evaluate`: score the model, or the model with ``adapter``, on the run's rows (no cache)."""
-    from selfguide_hf.eval_stage import answers_with_reasoning
-    from selfguide_hf.evaluation import evaluate_saved_model, write_predictions
-
-    rows = eval_rows(run)
-    if adapter is not None:
-        check_adapter_base(adapter, run.weights, run.args.model)
-    result = evaluate_saved_model(
-        run.model_path,
-        adapter,
-        run.spec,
-        rows,
-        batch_size=run.args.eval_batch_size,
-        engine=run.engine,
-        vllm_options=run.vllm_options or None,
-        reasoning=answers_with_reasoning(adapter),
-    )
-    if predictions is not None:
-        write_predictions(Path(predictions), rows, result.predictions)
-    return result

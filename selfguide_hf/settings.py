@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 STAGES = ("task", "synthesis", "training", "evaluation", "publish", "none")
+AUTO_METHOD = "auto"  # LoRA on a CPU; on a GPU the memory plan's choice (memory_plan.py)
 DEFAULT_TARGET_MODULES = "all-linear"
 # The settings of recipes/configs/smollm2-135m_lora_cpu.yaml (measured in docs/TRAINING.md): what a
 # run trains with when no --config is given, on either front (a test keeps the two equal).
@@ -52,12 +53,31 @@ CPU_TRAINING_DEFAULTS: dict[str, Any] = {
     "logging_steps": 5,
     "seed": 42,
 }
+# The settings of recipes/configs/qwen2.5-7b_qlora_gpu24gb.yaml (docs/TRAINING.md, "Peak GPU memory"):
+# what a run on a CUDA card trains with when no --config is given (a test keeps the two equal); the
+# precision (bf16, else fp16) and the method (the memory plan's) are chosen for the card.
+GPU_TRAINING_DEFAULTS: dict[str, Any] = {
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "lora_target_modules": DEFAULT_TARGET_MODULES,
+    "gradient_checkpointing": True,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 2,
+    "max_length": 1024,
+    "learning_rate": 2.0e-4,
+    "lr_scheduler_type": "linear",
+    "warmup_steps": 10,
+    "num_train_epochs": 3,
+    "logging_steps": 10,
+    "seed": 42,
+}
 
 
 def choices_of(name: str) -> Callable[[], list[str]]:
     """Choices read from a registry when the parser is built (entries registered later count)."""
     sources: dict[str, Callable[[], list[str]]] = {
-        "methods": lambda: sorted(METHODS),
+        "methods": lambda: [AUTO_METHOD, *sorted(METHODS)],
         "presets": lambda: sorted(PRESETS),
         "corpus_modes": lambda: list(CORPUS_MODES),
         "retrievers": lambda: sorted(_retrievers()),
@@ -170,7 +190,11 @@ class SelfGuideArguments:
     vllm_data_parallel_size: int = _setting(1, "none", "vLLM engine replicas (data parallel).")
     # --- training
     method: str = _setting(
-        "lora", "training", "Finetuning method: lora, qlora (4-bit NF4 base) or full.", choices="methods"
+        AUTO_METHOD,
+        "training",
+        "Finetuning method: lora, qlora (4-bit NF4 base) or full; auto: lora on a CPU, on a GPU LoRA on "
+        "16-bit weights when the memory plan says it fits with margin, else qlora.",
+        choices="methods",
     )
     dataset_path: str | None = _setting(
         None,
@@ -340,3 +364,26 @@ def synthesis_config(sg_args: SelfGuideArguments, front: str = "recipe") -> Synt
         raise
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"synthesis: {exc}") from None
+
+
+def plain_value(value: Any) -> Any:
+    """A setting's value as JSON: enums by value, tuples as lists, other objects by their fields."""
+    value = getattr(value, "value", value)  # enums
+    if isinstance(value, (list, tuple)):
+        return [plain_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): plain_value(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return plain_value(dataclasses.asdict(value))
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)
+
+
+def weight_settings(args: Any) -> dict[str, Any]:
+    """Every field of TRL's `SFTConfig` or `ModelConfig` that is not declared weight-neutral."""
+    return {
+        f.name: plain_value(getattr(args, f.name, None))
+        for f in dataclasses.fields(args)
+        if f.name not in WEIGHT_NEUTRAL_FIELDS
+    }

@@ -22,11 +22,13 @@ from selfguide_hf.config_file import closest, known_keys, load_config
 from selfguide_hf.errors import ConfigError
 from selfguide_hf.methods import get_method
 from selfguide_hf.settings import (
+    AUTO_METHOD,
     CLI_ONLY_ALIASES,
     CPU_TRAINING_DEFAULTS,
     DECLARATION_KEYS,
     DEFAULT_TARGET_MODULES,
     FLAG_ALIASES,
+    GPU_TRAINING_DEFAULTS,
     SelfGuideArguments,
     choices_of,
     flag_name,
@@ -72,6 +74,19 @@ def settings_parser(prog: str | None = None) -> Any:
     return parser
 
 
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def on_cuda(gpu_memory_gb: float | None = None) -> bool:
+    """Whether the run's settings are for a CUDA card: this machine's, or one planned for."""
+    import torch
+
+    return gpu_memory_gb is not None or torch.cuda.is_available()
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: bf16 matmuls run at hardware speed instead of being emulated."""
     import torch
@@ -82,17 +97,24 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-def recipe_defaults() -> dict[str, Any]:
-    """Defaults that differ from TRL's, applied under the YAML file and the command line.
+def recipe_defaults(cuda: bool | None = None, bf16: bool | None = None) -> dict[str, Any]:
+    """Defaults that differ from TRL's, chosen for the hardware, under the YAML file and the flags.
 
-    Without CUDA: ``use_cpu`` (so two CPU processes get a gloo group) and bf16
-    autocast only where the CPU computes bf16 natively. No checkpoints unless
-    asked, no reporting integrations.
+    On CUDA (or a card planned for): bf16 weights and compute (fp16 where the card
+    has no bf16) and gradient checkpointing, instead of TRL's fp32 weights and no
+    checkpointing (a 7B model would take ~30 GB before its first step). Without
+    CUDA: ``use_cpu`` (so two CPU processes get a gloo group) and bf16 autocast only
+    where the CPU computes bf16 natively. No checkpoints unless asked, no trackers.
     """
     import torch
 
     defaults: dict[str, Any] = {"report_to": "none", "save_strategy": "no"}
-    if not torch.cuda.is_available():
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if cuda:
+        bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) if bf16 is None else bf16
+        defaults.update(bf16=bf16, fp16=not bf16, dtype="bfloat16" if bf16 else "float16")
+        defaults["gradient_checkpointing"] = True
+    else:
         defaults.update({"use_cpu": True, "bf16": cpu_has_native_bf16()})
     return defaults
 
@@ -202,11 +224,15 @@ def parse_settings(
     front: str = "recipe",
     evaluate: bool | None = None,
     prog: str | None = None,
+    gpu_memory_gb: float | None = None,
 ) -> tuple[SelfGuideArguments, Any, Any]:
     """``--config x.yaml`` plus flags (flags win) into (SelfGuideArguments, SFTConfig, ModelConfig), checked.
 
-    Without --config, training starts from `CPU_TRAINING_DEFAULTS` (the embedded model's CPU
-    config); ``evaluate`` is the command's choice (`selfguide run` evaluates, `train` does not).
+    Without --config, training starts from the profile of the hardware (`CPU_TRAINING_DEFAULTS`,
+    the embedded model's CPU config, or `GPU_TRAINING_DEFAULTS`, the 24 GB QLoRA configs');
+    ``gpu_memory_gb`` plans for a card this machine may not have. ``evaluate`` is the command's
+    choice (`selfguide run` evaluates, `train` does not). ``method`` auto becomes lora on a CPU and
+    stays auto on a GPU, for `pipeline.prepare_run` to take from the memory plan.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = settings_parser(prog)
@@ -220,9 +246,14 @@ def parse_settings(
                 raise ConfigError(
                     f"unknown command-line flag '--{key}'{closest(key.replace('-', '_'), known)}"
                 )
-    defaults = recipe_defaults()
+    cuda = on_cuda(gpu_memory_gb)
+    defaults = recipe_defaults(cuda, True if gpu_memory_gb is not None else None)
+    if gpu_memory_gb is not None and not torch_has_cuda():
+        defaults["use_cpu"] = True  # planning a card this machine lacks: TRL refuses bf16 without one
     from_file = load_config(config_path, parser) if config_path is not None else {}
-    defaults.update(from_file if config_path is not None else CPU_TRAINING_DEFAULTS)
+    if config_path is None:
+        defaults.update(GPU_TRAINING_DEFAULTS if cuda else CPU_TRAINING_DEFAULTS)
+    defaults.update(from_file)
     parser.set_defaults_with_config(**defaults)
     try:
         sg_args, training_args, model_args = parser.parse_args_into_dataclasses(args=cli)
@@ -234,6 +265,8 @@ def parse_settings(
         sg_args.synthesis = {**from_file["synthesis"], **(sg_args.synthesis or {})}  # flags win key by key
     if evaluate is not None:
         sg_args.evaluate = evaluate
+    if sg_args.method == AUTO_METHOD and not cuda:
+        sg_args.method = "lora"  # the measured CPU default (docs/TRAINING.md); a GPU asks the memory plan
     reconcile_model_args(sg_args, model_args)
     apply_method_defaults(training_args, model_args)
     check_settings(sg_args, training_args, model_args, front)
@@ -250,6 +283,8 @@ def reconcile_model_args(sg_args: SelfGuideArguments, model_args: Any) -> None:
     name = sg_args.model or model_args.model_name_or_path or "default"
     sg_args.model = name
     model_args.model_name_or_path = name
+    if sg_args.method == AUTO_METHOD:
+        return  # decided by the memory plan, then reconciled again
     method = get_method(sg_args.method)
     if model_args.load_in_8bit:
         raise ConfigError("--load_in_8bit is not a self-guide method; use --method qlora (4-bit NF4)")

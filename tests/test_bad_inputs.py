@@ -113,7 +113,7 @@ CASES: dict[str, Case] = {
     "YAML epochs a list": Case("recipe", ["--config", "c.yaml", "--task", "task738"], "c.yaml: key 'num_train_epochs': expected one value, got a list [1, 2]", run_file("c.yaml", "num_train_epochs: [1, 2]\n")),
     "YAML use_cpu maybe": Case("cli", ["run", "--config", "c.yaml", "--task", "task738"], "c.yaml: key 'use_cpu': cannot read 'maybe'", run_file("c.yaml", "use_cpu: maybe\n")),
     "YAML batch size 1.5": Case("recipe", ["--config", "c.yaml", "--task", "task738"], "c.yaml: key 'per_device_train_batch_size': cannot read 1.5", run_file("c.yaml", "per_device_train_batch_size: 1.5\n")),
-    "YAML method unknown": Case("cli", ["train", "--config", "c.yaml", "--task", "task738"], "c.yaml: key 'method': 'dora' is not one of ['full', 'lora', 'qlora']", run_file("c.yaml", "method: dora\n")),
+    "YAML method unknown": Case("cli", ["train", "--config", "c.yaml", "--task", "task738"], "c.yaml: key 'method': 'dora' is not one of ['auto', 'full', 'lora', 'qlora']", run_file("c.yaml", "method: dora\n")),
     "--method unknown": Case("cli", ["train", "--task", "task738", "--method", "dora"], "argument --method: invalid choice: 'dora'"),
     "recipe: unknown model": Case("recipe", ["--task", "task738", "--model", "{missing_model}"], "no such model folder"),
     "empty corpus file": Case("cli", ["synthesize", "--task", "task738", "--corpus", "c.jsonl"], "c.jsonl: the corpus file is empty", run_file("c.jsonl", "")),

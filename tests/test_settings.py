@@ -27,7 +27,7 @@ CONFIGS = sorted((ROOT / "recipes" / "configs").glob("*.yaml"))
 
 
 def _values(obj: object) -> dict:
-    from selfguide_hf.pipeline import _plain
+    from selfguide_hf.settings import plain_value as _plain
 
     return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
 
@@ -51,7 +51,7 @@ def test_every_setting_is_reachable_with_one_default_from_every_front() -> None:
     builder_fields = SelfGuideConfig.__dataclass_fields__
     for f in dataclasses.fields(SelfGuideArguments):
         assert f"--{f.name}" in options and f"--{f.name.replace('_', '-')}" in options, f.name
-        if f.name != "model":  # resolved to "default" on parsing
+        if f.name not in ("model", "method"):  # resolved on parsing: "default", and auto -> lora on a CPU
             assert getattr(cli_args, f.name) == getattr(recipe_args, f.name) == f.default, f.name
         assert f.metadata["stage"] and f.metadata["help"], f.name
         key = f.metadata.get("synthesis_key")
@@ -114,7 +114,7 @@ def test_a_recipe_synthesis_mapping_and_options_merge_key_by_key(tmp_path: Path)
 def test_every_sft_and_model_field_is_in_the_adapter_identity_unless_declared_neutral() -> None:
     from trl import ModelConfig, SFTConfig
 
-    from selfguide_hf.pipeline import weight_settings
+    from selfguide_hf.settings import weight_settings
 
     _, targs, margs = parse_settings([])
     identity = {**weight_settings(targs), **weight_settings(margs)}
