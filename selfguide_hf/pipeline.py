@@ -53,6 +53,7 @@ from selfguide_hf.run_dir import (
     file_digests,
     folder_lock,
     read_manifest,
+    remove_partial_saves,
     resume_checkpoint,
     run_differences,
     sanitized_command,
@@ -149,6 +150,10 @@ def prepare_run(
         hub_model_id=hub_model_id,
         hub_private=training_args.hub_private_repo,
     )
+    if run.is_main_process:
+        from selfguide_hf.evaluation import remove_stale_merged_copies
+
+        remove_stale_merged_copies()  # a killed run's merged model in the temp folder (~15 GB for 7B)
     resume = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if resume is not None:
         saved = read_manifest(training_args.output_dir)
@@ -381,6 +386,7 @@ def train(run: SelfGuideRun, data: SyntheticData) -> TrainResult:
     manifest = _manifest(run, data, identity)
     state.wait_for_everyone()  # everyone has read the folder before the main process changes it
     if run.is_main_process:
+        remove_partial_saves(out)  # what a killed save left; the run folder is ours (locked)
         if not run.training_args.resume_from_checkpoint:
             clear_run(out, extra=(EVAL_NAME,))
         write_json_atomic(out / MANIFEST_NAME, manifest)  # complete: false until the save succeeded

@@ -246,6 +246,19 @@ def clear_run(folder: Path, extra: Iterable[str] = ()) -> None:
         shard.unlink()
 
 
+def remove_partial_saves(folder: Path) -> list[Path]:
+    """Remove the temporary save folders a killed training left beside ``folder`` (``.adapter.saving-*``).
+
+    Called with the run folder locked, so no other process is saving there.
+    """
+    removed = []
+    for partial in folder.parent.glob(f".{folder.name}.saving*"):
+        if partial.is_dir():
+            shutil.rmtree(partial, ignore_errors=True)
+            removed.append(partial)
+    return removed
+
+
 def move_saved_files(saved: Path, folder: Path) -> None:
     """Move every file of a finished save into ``folder`` (one rename each), then drop ``saved``."""
     folder.mkdir(parents=True, exist_ok=True)

@@ -372,3 +372,19 @@ def test_a_training_that_diverges_stops_with_an_error_not_a_verdict(
     monkeypatch.setattr(SFTTrainer, "compute_loss", real)
     assert cli.main(run_args(tiny_model_dir, out)) == 0  # the rerun trains again
     assert stages["training"] == 2
+
+
+def test_a_partial_save_left_by_a_killed_training_is_removed(
+    finished_run: Path, tiny_model_dir: Path, tmp_path: Path, stages: Counter
+) -> None:
+    out = copy_run(finished_run, tmp_path)
+    partial = out / ".adapter.saving-k1ll3d"  # what a kill during trainer.save_model leaves
+    partial.mkdir()
+    (partial / "adapter_model.safetensors").write_bytes(b"half")
+    manifest_file = out / "adapter" / "selfguide_run.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["complete"] = False
+    manifest_file.write_text(json.dumps(manifest))
+    assert cli.main(run_args(tiny_model_dir, out)) == 0
+    assert stages["training"] == 1 and not partial.exists()
+    assert not list(out.glob(".adapter.saving*"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,66 @@ def test_evaluate_tiny_model_end_to_end(tiny_model_dir):
     assert result.majority_label in ("yes", "no") and result.majority_rate >= 50.0
     assert answer_budget(spec, tokenizer) >= 16
     assert "predictions" not in result.summary()
+
+
+def test_a_merged_copy_left_by_a_killed_evaluation_is_removed_by_the_next_run(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 while the vLLM path's merged model is on disk: the next run removes it, a live one's stays."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import textwrap
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from selfguide_hf import evaluation
+
+    adapter = tmp_path / "adapter"
+    get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(r=2, target_modules="all-linear")
+    ).save_pretrained(adapter)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    script = textwrap.dedent(f"""
+        import time
+        from selfguide_hf import engines, evaluation
+        from selfguide_hf.task import TaskSpec
+        def hang(*args, **kwargs):  # the merged copy is written: wait here to be killed
+            print("merged", flush=True)
+            time.sleep(600)
+        engines.make_engine = hang
+        evaluation._evaluate_with_vllm({str(tiny_model_dir)!r}, {str(adapter)!r}, TaskSpec.load("task738"),
+                                       [{{"input": "claim: x", "output": "support"}}], False, {{}})
+    """)
+    env = {**os.environ, "TMPDIR": str(temp)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "merged"
+        left = list(temp.glob(evaluation.MERGED_PREFIX + "*"))
+        assert len(left) == 1 and (left[0] / "config.json").is_file()
+        assert evaluation.remove_stale_merged_copies(temp) == []  # its process still runs: kept
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert left[0].is_dir()  # a kill -9 runs no cleanup
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    from selfguide_hf import cli
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    argv = [
+        "evaluate",
+        "--task",
+        "task738",
+        "--model",
+        str(tiny_model_dir),
+        "--split",
+        "validation",
+        "--max-eval",
+        "1",
+    ]
+    assert cli.main(argv) == 0  # the next run, whatever it does, removes the stale copy first
+    assert not left[0].exists()
