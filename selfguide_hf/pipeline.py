@@ -32,8 +32,10 @@ from selfguide_hf.fingerprints import hash_value, stage_sources_hash
 from selfguide_hf.funnel import shortfall
 from selfguide_hf.memory_plan import MemoryPlan, what_to_change
 from selfguide_hf.models import (
+    EMBEDDED_DESCRIPTION,
     ModelResolutionError,
     base_model_id,
+    is_embedded_copy,
     resolve_model,
     tokenizer_fingerprint,
     weights_fingerprint,
@@ -462,6 +464,7 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
                     "adapter": run.output_dir.name,
                     "min_pairs": run.args.min_pairs,
                     "engine": run.engine,
+                    **({"model_note": EMBEDDED_DESCRIPTION} if is_embedded_copy(run.model_path) else {}),
                     "eval_split": Path(run.args.eval_file).name
                     if run.args.eval_file
                     else run.args.eval_split,

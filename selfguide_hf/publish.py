@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from selfguide_hf.cards import SPEC_FILE, CardInfo, dataset_card, model_card
-from selfguide_hf.models import MARKER, is_embedded
+from selfguide_hf.models import EMBEDDED_DESCRIPTION, MARKER, is_embedded, is_embedded_copy
 from selfguide_hf.run_dir import read_manifest
 from selfguide_hf.trainer import TrainResult
 
@@ -122,6 +122,7 @@ def card_info(
         license=run.args.card_license or default_license(run.model_path, run.args.model),
         dataset_hub_id=run.args.dataset_hub_id if run.args.push_dataset else None,
         num_rows=len(data.dataset),
+        base_model_note=EMBEDDED_DESCRIPTION if is_embedded_copy(run.model_path) else "",
     )
 
 

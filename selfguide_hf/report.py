@@ -54,7 +54,8 @@ def build_report(
 
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     """(what, value) rows shared by the printed table and the markdown."""
-    rows = [("task", report["task"]), ("model", report["model"])]
+    model = report["model"] + (f" ({report['model_note']})" if report.get("model_note") else "")
+    rows = [("task", report["task"]), ("model", model)]
     for key, name in (("baseline", "few-shot baseline"), ("self_guided", "self-guided")):
         result = report.get(key)
         if result:

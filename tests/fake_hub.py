@@ -4,8 +4,11 @@ Implements the requests `huggingface_hub` 2.x sends for those two calls:
 ``POST /api/repos/create``, ``POST /api/validate-yaml`` (README metadata),
 ``POST /api/{type}s/{repo}/preupload/{rev}`` (answered "regular" for every
 file, so contents come inline, base64, in the commit) and
-``POST /api/{type}s/{repo}/commit/{rev}`` (NDJSON). Anything else is a 404 and
-is recorded, so a test sees an unexpected call instead of a silent pass.
+``POST /api/{type}s/{repo}/commit/{rev}`` (NDJSON); and, for the model repositories a test
+serves (``state.served``), what ``snapshot_download`` asks: ``GET /api/models/{repo}/revision/{rev}``
+(the commit), ``GET /api/models/{repo}/tree/{rev}`` (the files) and ``HEAD`` / ``GET
+/{repo}/resolve/{rev}/{file}``. Anything else is a
+404 and is recorded, so a test sees an unexpected call instead of a silent pass.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ class FakeHubState:
     auth_headers: list[str] = field(default_factory=list)
     bodies: list[bytes] = field(default_factory=list)
     fail_commits: int | None = None  # answer every commit with this HTTP status (a server or auth error)
+    served: dict[str, dict[str, bytes]] = field(default_factory=dict)  # model repo id -> file -> bytes
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -51,8 +55,57 @@ class _Handler(BaseHTTPRequestHandler):
         self.state.bodies.append(data)
         return data
 
+    SHA = "c" * 40  # the one commit of every served repository
+
+    def _served_file(self) -> tuple[str, str] | None:
+        """(repo id, file) of a ``/{org}/{name}/resolve/{rev}/{file}`` request for a served repository."""
+        parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/")]
+        if len(parts) >= 5 and parts[2] == "resolve":
+            repo, name = f"{parts[0]}/{parts[1]}", "/".join(parts[4:])
+            if name in self.state.served.get(repo, {}):
+                return repo, name
+        return None
+
+    def _file_headers(self, repo: str, name: str) -> bytes:
+        data = self.state.served[repo][name]
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("ETag", f'"{abs(hash((repo, name, data))):x}"')
+        self.send_header("X-Repo-Commit", self.SHA)
+        self.end_headers()
+        return data
+
+    def do_HEAD(self) -> None:
+        self.state.requests.append(("HEAD", self.path))
+        found = self._served_file()
+        if found is None:
+            self.state.unexpected.append(("HEAD", self.path))
+            self.send_response(404)
+            self.end_headers()
+            return
+        self._file_headers(*found)
+
     def do_GET(self) -> None:
         self.state.requests.append(("GET", self.path))
+        parts = [unquote(p) for p in urlparse(self.path).path.strip("/").split("/")]
+        if len(parts) >= 5 and parts[:2] == ["api", "models"] and parts[4] in ("revision", "tree"):
+            repo = f"{parts[2]}/{parts[3]}"
+            if repo in self.state.served:
+                files = self.state.served[repo]
+                if parts[4] == "tree":  # snapshot_download lists the files of the commit
+                    listing = [
+                        {"type": "file", "path": n, "size": len(d), "oid": "0" * 40}
+                        for n, d in sorted(files.items())
+                    ]
+                    self._reply(200, listing)
+                    return
+                siblings = [{"rfilename": name} for name in sorted(files)]
+                self._reply(200, {"id": repo, "modelId": repo, "sha": self.SHA, "siblings": siblings})
+                return
+        found = self._served_file()
+        if found is not None:
+            self.wfile.write(self._file_headers(*found))
+            return
         self.state.unexpected.append(("GET", self.path))
         self._reply(404, {"error": "not implemented by the fake hub"})
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from selfguide_hf import models
@@ -136,3 +138,48 @@ def test_a_hub_model_resolves_to_its_cached_commit(tiny_model_dir, tmp_path, mon
     assert weights_fingerprint(main) == "hub:someorg/tiny@" + "a" * 40
     assert weights_fingerprint(v2) != weights_fingerprint(main)
     assert base_model_id(v2, "someorg/tiny") == "someorg/tiny"
+
+
+def test_the_real_hub_id_is_never_silently_replaced(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch, caplog
+) -> None:
+    """Offline and uncached: the embedded copy, said in the log and the card; a Hub that has it: the real one."""
+    import logging
+
+    from huggingface_hub import constants
+
+    from selfguide_hf import models
+    from selfguide_hf.cards import CardInfo, model_card
+    from selfguide_hf.task import TaskSpec
+    from tests.fake_hub import FakeHub
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    caplog.set_level(logging.WARNING, logger="selfguide_hf.models")
+    offline = models.resolve_model(models.EMBEDDED_MODEL_ID)
+    assert models.is_embedded_copy(offline)
+    assert "using the embedded copy" in caplog.text and "Q4_1 GGUF" in caplog.text
+    card = model_card(
+        CardInfo(
+            spec=TaskSpec.load("task738"),
+            base_model=models.EMBEDDED_MODEL_ID,
+            base_model_note=models.EMBEDDED_DESCRIPTION,
+        )
+    )
+    assert "the Q4_1 GGUF of HuggingFaceTB/SmolLM2-135M-Instruct" in card and "de-quantized" in card
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with FakeHub() as hub:
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(
+            constants,
+            "HUGGINGFACE_CO_URL_TEMPLATE",
+            hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}",
+        )
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        hub.state.served[models.EMBEDDED_MODEL_ID] = {
+            p.name: p.read_bytes() for p in tiny_model_dir.iterdir() if p.is_file()
+        }
+        online = models.resolve_model(models.EMBEDDED_MODEL_ID)
+    assert not models.is_embedded_copy(online) and "models--HuggingFaceTB--SmolLM2-135M-Instruct" in online
+    assert (Path(online) / "config.json").read_bytes() == (tiny_model_dir / "config.json").read_bytes()
