@@ -7,8 +7,10 @@ unchanged; every answer is written beside it for inspection.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -71,7 +73,7 @@ def answers_with_reasoning(adapter: Path | None) -> bool:
 
 
 def evaluate(
-    run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None, name: str
+    run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None, name: str, shared: Any = None
 ) -> dict[str, Any]:
     """Score the base model (``adapter=None``) or the tuned one, reusing a finished score with the same key."""
     from selfguide_hf.evaluation import evaluate_saved_model, write_predictions
@@ -98,6 +100,7 @@ def evaluate(
             engine=run.engine,
             vllm_options=run.vllm_options,
             reasoning=answers_with_reasoning(adapter),
+            shared=shared,
         )
         write_predictions(
             run.run_dir / EVAL_DIR / f"{name}.predictions.jsonl", rows, scored.predictions, scored.raw_outputs
@@ -106,6 +109,21 @@ def evaluate(
         write_json_atomic(path, {"key": key, "result": result})
     run.timings[f"{name.replace('_', '-')} evaluation"] = time.perf_counter() - started
     return result
+
+
+@contextlib.contextmanager
+def shared_vllm(run: SelfGuideRun) -> Iterator[Any]:
+    """One vLLM engine for both arms when the run evaluates on vLLM and trained a LoRA adapter, else None."""
+    from selfguide_hf.evaluation import SharedVLLMEngine
+
+    if run.engine != "vllm" or not (run.output_dir / "adapter_config.json").is_file():
+        yield None
+        return
+    shared = SharedVLLMEngine(run.model_path, run.output_dir, run.vllm_options)
+    try:
+        yield shared
+    finally:
+        shared.close()
 
 
 # --------------------------------------------------------------------- all

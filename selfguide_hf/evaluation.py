@@ -8,8 +8,6 @@ because learning the answer format alone lifts a small model to about there.
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import json
 import logging
 import os
@@ -18,7 +16,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfguide_hf.errors import UserError
+from selfguide_hf.eval_data import (  # noqa: F401  (public here too: the evaluation's rows)
+    DEFAULT_MAX_EVAL,
+    EVAL_SUBSET_SEED,
+    EvalDataError,
+    load_eval_rows,
+    majority_class,
+    read_eval_file,
+)
 from selfguide_hf.generation import SamplingParams, TransformersEngine
 from selfguide_hf.metrics import load_metric
 from selfguide_hf.prompts import (
@@ -30,13 +35,6 @@ from selfguide_hf.prompts import (
 from selfguide_hf.task import TaskSpec
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_EVAL = 200  # rows a run scores (0 = all): the one declaration, read by settings
-EVAL_SUBSET_SEED = 1234  # fixed, so the baseline and the tuned model see the same rows
-
-
-class EvalDataError(UserError):
-    """An eval file or split that cannot be scored; the message names file, row and field."""
 
 
 @dataclass
@@ -63,123 +61,13 @@ class EvalResult:
     answered_with_reasoning: bool = False
     raw_outputs: list[str] | None = None  # the reasoned replies the predictions were read from
     no_answer_share: float | None = None  # % of reasoned replies with no "Answer:" line (scored as empty)
+    served: str | None = None  # how vLLM served an adapter: "lora" (on the base weights), or "merged: <why>"
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("predictions")
         data.pop("raw_outputs")
         return data
-
-
-# ------------------------------------------------------------------- data
-def load_eval_rows(
-    spec: TaskSpec,
-    eval_file: str | os.PathLike[str] | None = None,
-    split: str = "test",
-    max_eval: int | None = DEFAULT_MAX_EVAL,
-) -> list[dict[str, Any]]:
-    """Rows `{"input": str, "output": list[str]}` from a user file or a bundled split.
-
-    With `max_eval`, a fixed random subset (the same every run) rather than the
-    head of the file, which is often sorted by source or label.
-    """
-    if eval_file is not None:
-        rows = read_eval_file(Path(eval_file), spec)
-    else:
-        from selfguide_hf.bundled import bundled_task_names, load_eval_split
-
-        if spec.name not in bundled_task_names():
-            raise EvalDataError(
-                f"task {spec.name!r} is not bundled, so it has no built-in {split} split; "
-                "pass an eval file (JSONL or CSV with 'input' and 'output')"
-            )
-        rows = [{"input": r["input"], "output": list(r["output"])} for r in load_eval_split(spec.name, split)]
-    if max_eval is not None and 0 < max_eval < len(rows):
-        import random
-
-        picked = sorted(random.Random(EVAL_SUBSET_SEED).sample(range(len(rows)), max_eval))
-        rows = [rows[i] for i in picked]
-    return rows
-
-
-def read_eval_file(path: Path, spec: TaskSpec) -> list[dict[str, Any]]:
-    """Read and validate a JSONL or CSV eval file (`output` may be a list of references)."""
-    if not path.is_file():
-        raise EvalDataError(f"{path}: no such eval file")
-    suffix = path.suffix.lower()
-    try:
-        raw_rows = _read_rows(path, suffix)
-    except UnicodeDecodeError as exc:
-        raise EvalDataError(
-            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save the file as UTF-8"
-        ) from None
-    rows = [_validate_row(path, lineno, row, spec) for lineno, row in raw_rows]
-    if not rows:
-        raise EvalDataError(f"{path}: no rows")
-    return rows
-
-
-def _read_rows(path: Path, suffix: str) -> list[tuple[int, Any]]:
-    if suffix in (".jsonl", ".json"):
-        raw_rows = _read_jsonl(path)
-    elif suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
-            missing = {"input", "output"} - set(reader.fieldnames or [])
-            if missing:
-                raise EvalDataError(f"{path}: missing column(s) {sorted(missing)}; found {reader.fieldnames}")
-            raw_rows = [(i + 2, dict(row)) for i, row in enumerate(reader)]
-    else:
-        raise EvalDataError(f"{path}: unsupported eval file type {suffix!r}; use .jsonl or .csv")
-    return raw_rows
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((lineno, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise EvalDataError(f"{path}:{lineno}: malformed JSON: {exc.msg}") from exc
-    return rows
-
-
-def _validate_row(path: Path, lineno: int, row: Any, spec: TaskSpec) -> dict[str, Any]:
-    where = f"{path}:{lineno}"
-    if not isinstance(row, dict):
-        raise EvalDataError(f"{where}: expected an object with 'input' and 'output'")
-    for column in ("input", "output"):
-        if column not in row:
-            raise EvalDataError(f"{where}: missing field '{column}'")
-    text = row["input"]
-    if not isinstance(text, str) or not text.strip():
-        raise EvalDataError(f"{where}: field 'input' is empty or not a string")
-    refs = row["output"]
-    if isinstance(refs, str) and refs.startswith("[") and path.suffix.lower() in (".csv", ".tsv"):
-        with contextlib.suppress(json.JSONDecodeError):  # a plain string starting with "["
-            refs = json.loads(refs)
-    refs = [refs] if isinstance(refs, str) else refs
-    if not isinstance(refs, list) or not refs or not all(isinstance(r, str) and r.strip() for r in refs):
-        raise EvalDataError(f"{where}: field 'output' must be a non-empty string or list of strings")
-    if spec.is_classification:
-        for ref in refs:
-            if spec.canonical_label(ref) is None:
-                raise EvalDataError(
-                    f"{where}: field 'output': {ref!r} is not one of the task's labels {list(spec.labels or ())}"
-                )
-    return {"input": text, "output": [r.strip() for r in refs]}
-
-
-def majority_class(rows: list[dict[str, Any]]) -> tuple[str | None, float | None]:
-    """The most common first reference and its share (%), the score of always answering it."""
-    if not rows:
-        return None, None
-    counts = Counter(row["output"][0].strip().lower() for row in rows)
-    label, count = counts.most_common(1)[0]
-    return label, 100.0 * count / len(rows)
 
 
 # ---------------------------------------------------------------- scoring
@@ -357,6 +245,22 @@ def load_for_evaluation(model_path: str, adapter: str | os.PathLike[str] | None 
     return model, tokenizer
 
 
+def check_adapter_files(folder: str | os.PathLike[str]) -> None:
+    """Read the adapter's weight file header (no model loaded): a damaged file is named, as on loading."""
+    from safetensors import safe_open
+
+    from selfguide_hf.models import load_error
+
+    weights = Path(folder) / "adapter_model.safetensors"
+    if not weights.is_file():
+        return  # an older .bin adapter: vLLM or the merge reports what it cannot read
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            list(handle.keys())
+    except Exception as exc:  # SafetensorError on a truncated file
+        raise load_error(str(folder), exc, what="the adapter") from exc
+
+
 def evaluate_saved_model(
     model_path: str,
     adapter: str | os.PathLike[str] | None,
@@ -367,21 +271,61 @@ def evaluate_saved_model(
     engine: str = "transformers",
     vllm_options: dict[str, Any] | None = None,
     reasoning: bool = False,
+    shared: SharedVLLMEngine | None = None,
 ) -> EvalResult:
     """Load (base ± adapter) and score it on ``rows``: the one evaluation path of the package.
 
-    ``engine`` "vllm" serves the same merged model through vLLM (an adapter is
-    merged into the base and saved to a temporary folder first); ``reasoning``:
-    see `evaluate_model`.
+    ``engine`` "vllm" serves a LoRA adapter on the base weights (`LoRARequest`; nothing written to
+    disk), or, where vLLM cannot serve it, a merged copy in a temporary folder (the result's
+    ``served`` says which, and why); ``reasoning``: see `evaluate_model`.
     """
     if engine == "vllm":
         return _evaluate_with_vllm(
-            model_path, adapter, spec, rows, show_progress, vllm_options or {}, reasoning
+            model_path, adapter, spec, rows, show_progress, vllm_options or {}, reasoning, shared
         )
     model, tokenizer = load_for_evaluation(model_path, adapter)
     return evaluate_model(
         model, tokenizer, spec, rows, batch_size=batch_size, show_progress=show_progress, reasoning=reasoning
     )
+
+
+class SharedVLLMEngine:
+    """One vLLM engine for both arms of an evaluation: the base model with the run's LoRA adapter.
+
+    Started on first use (an arm whose score is cached starts nothing); the few-shot arm is
+    served without the adapter, the tuned arm with it. Where vLLM cannot serve the adapter,
+    `failed` says why and each arm runs its own way (the tuned one on a merged copy).
+    """
+
+    def __init__(
+        self, model_path: str, adapter: str | os.PathLike[str], vllm_options: dict[str, Any]
+    ) -> None:
+        self.model_path, self.adapter, self.vllm_options = model_path, str(adapter), vllm_options
+        self.tokenizer: Any = None
+        self.failed: str | None = None
+        self._engine: Any = None
+
+    def get(self) -> Any | None:
+        if self._engine is None and self.failed is None:
+            from selfguide_hf.engines import make_engine
+
+            check_adapter_files(self.adapter)
+            try:
+                self.tokenizer = _vllm_tokenizer(self.model_path)
+                self._engine = make_engine(
+                    "vllm", self.model_path, self.tokenizer, lora_path=self.adapter, **self.vllm_options
+                )
+            except Exception as exc:
+                self.failed = (
+                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                )
+                logger.warning("vLLM cannot serve the adapter as a LoRA (%s)", self.failed)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
 
 
 def _evaluate_with_vllm(
@@ -392,10 +336,84 @@ def _evaluate_with_vllm(
     show_progress: bool,
     vllm_options: dict[str, Any],
     reasoning: bool = False,
+    shared: SharedVLLMEngine | None = None,
 ) -> EvalResult:
+
+    from transformers import AutoConfig
+
+    from selfguide_hf.engines import make_engine
+
+    if (
+        shared is not None
+        and (adapter is None or str(adapter) == shared.adapter)
+        and shared.get() is not None
+    ):
+        engine = shared.get()
+        engine.use_adapter(adapter is not None)
+        check_prompts_fit(
+            spec, rows, shared.tokenizer, model_context(AutoConfig.from_pretrained(model_path)), reasoning
+        )
+        result = evaluate_model(None, shared.tokenizer, spec, rows, engine=engine, reasoning=reasoning)
+        result.served = "lora" if adapter is not None else None
+        return result
+    if adapter is not None and (Path(adapter) / "adapter_config.json").is_file():
+        check_adapter_files(adapter)  # a damaged adapter fails here as it would on the merge path
+        try:  # the adapter on the base weights in vLLM: nothing written to disk
+            tokenizer = _vllm_tokenizer(model_path)
+            check_prompts_fit(
+                spec, rows, tokenizer, model_context(AutoConfig.from_pretrained(model_path)), reasoning
+            )
+            engine = make_engine(
+                "vllm",
+                model_path,
+                tokenizer,
+                show_progress=show_progress,
+                lora_path=str(adapter),
+                **vllm_options,
+            )
+        except EvalDataError:
+            raise
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            logger.warning(
+                "vLLM cannot serve the adapter as a LoRA (%s); evaluating a merged copy instead", why
+            )
+            result = _evaluate_merged_with_vllm(
+                model_path, adapter, spec, rows, show_progress, vllm_options, reasoning
+            )
+            result.served = f"merged: {why}"
+            return result
+        try:
+            result = evaluate_model(None, tokenizer, spec, rows, engine=engine, reasoning=reasoning)
+        finally:
+            engine.close()
+        result.served = "lora"
+        return result
+    return _evaluate_merged_with_vllm(model_path, adapter, spec, rows, show_progress, vllm_options, reasoning)
+
+
+def _vllm_tokenizer(path: str) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _evaluate_merged_with_vllm(
+    model_path: str,
+    adapter: str | os.PathLike[str] | None,
+    spec: TaskSpec,
+    rows: list[dict[str, Any]],
+    show_progress: bool,
+    vllm_options: dict[str, Any],
+    reasoning: bool = False,
+) -> EvalResult:
+    """The base model, a full finetune, or base + adapter merged into a temporary copy, served by vLLM."""
     import tempfile
 
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from selfguide_hf.engines import make_engine
 
@@ -415,9 +433,7 @@ def _evaluate_with_vllm(
                     model_path, adapter
                 )  # the same checks and errors as the transformers path
                 path = str(adapter)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = _vllm_tokenizer(path)
         check_prompts_fit(spec, rows, tokenizer, model_context(AutoConfig.from_pretrained(path)), reasoning)
         engine = make_engine("vllm", path, tokenizer, show_progress=show_progress, **vllm_options)
         try:

@@ -27,7 +27,7 @@ from selfguide_hf import publish
 from selfguide_hf.distributed import end_processes
 from selfguide_hf.engines import resolve_engine
 from selfguide_hf.errors import ConfigError
-from selfguide_hf.eval_stage import check_rows_fit, eval_rows, evaluate, evaluate_only
+from selfguide_hf.eval_stage import check_rows_fit, eval_rows, evaluate, evaluate_only, shared_vllm
 from selfguide_hf.fingerprints import hash_value, stage_sources_hash
 from selfguide_hf.funnel import shortfall
 from selfguide_hf.memory_plan import MemoryPlan, what_to_change
@@ -448,8 +448,9 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
         state = run.training_args.distributed_state
         if run.is_main_process:
             assert rows is not None
-            baseline = evaluate(run, rows, None, "baseline")
-            tuned = evaluate(run, rows, run.output_dir, "self_guided")
+            with shared_vllm(run) as shared:  # one engine for both arms (the adapter as a LoRA)
+                baseline = evaluate(run, rows, None, "baseline", shared)
+                tuned = evaluate(run, rows, run.output_dir, "self_guided", shared)
             report = build_report(
                 run.spec.name,
                 run.base_model_id,

@@ -68,6 +68,11 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         if interval:
             detail = f"  (95 % CI {interval['low']:+.2f} to {interval['high']:+.2f}: {report['verdict']})"
         rows.append(("delta", f"{report['delta']:+.2f}{detail}"))
+    served = (report.get("self_guided") or {}).get("served")
+    if served:  # how vLLM ran the tuned model: the adapter on the base weights, or a merged copy
+        rows.append(
+            ("self-guided served by vLLM as", "LoRA on the base weights" if served == "lora" else served)
+        )
     base = report.get("baseline") or report.get("self_guided") or {}
     if base.get("majority_rate") is not None:
         rows.append(("majority-class rate", f"{base['majority_rate']:.2f}  ({base['majority_label']})"))

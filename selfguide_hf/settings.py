@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide_hf.errors import ConfigError
-from selfguide_hf.evaluation import DEFAULT_MAX_EVAL
+from selfguide_hf.eval_data import DEFAULT_MAX_EVAL
 from selfguide_hf.funnel import DEFAULT_MIN_PAIRS
 from selfguide_hf.methods import METHODS
 from selfguide_hf.synthesis_config import CORPUS_MODES, PRESETS, SynthesisConfig

@@ -37,10 +37,8 @@ none and runs that many threads. ``VLLM_CPU_OMP_THREADS_BIND`` or
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from typing import Any
 
 from selfguide_hf.generation import (
@@ -51,6 +49,20 @@ from selfguide_hf.generation import (
     decode_completion,
     eos_token_ids,
 )
+from selfguide_hf.vllm_setup import (  # noqa: F401  (cpu_thread_env, unservable_reason: public here too)
+    _child_pids,
+    _environment,
+    _hidden_from_vllm_scan,
+    _quiet_start,
+    _scan_breakers,
+    _torch_set_num_threads,
+    _wait_for,
+    cpu_thread_env,
+    on_cpu,
+    served_lora_rank,
+    unservable_reason,
+    vllm_available,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -58,173 +70,11 @@ __all__ = ["DEFAULT_CPU_KV_CACHE_GB", "VLLMEngine", "unservable_reason", "vllm_a
 
 # The KV cache vLLM reserves on a CPU (its GPU default, a share of device memory, is refused on CPUs).
 DEFAULT_CPU_KV_CACHE_GB = 2.0
-# Up to this many cores, no core is kept back for vLLM's scheduler process.
-SMALL_MACHINE_CORES = 4
 # KV-cache block on a CPU: vLLM's CPU default (128) leaves up to 127 tokens of a shared prompt prefix
 # uncached for every prompt; 32 is the smallest size its CPU kernels are tuned for (multiples of 32).
 CPU_BLOCK_SIZE = 32
 # A shared prefix at least this long is computed once before a batch (`VLLMEngine._prime`).
 MIN_PRIMED_TOKENS = 32
-
-
-def cpu_thread_env(threads: int | None) -> dict[str, str]:
-    """Environment for vLLM's CPU worker: which cores it computes on (see the module docstring).
-
-    All of this process's cores are named explicitly (``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` is as
-    fast, measured, but vLLM warns on every start that it is below its minimum).
-    """
-    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ or "VLLM_CPU_NUM_OF_RESERVED_CPU" in os.environ:
-        return {}
-    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
-    if not cores:
-        return {}
-    if threads is not None and threads < len(cores):
-        return {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": str(max(1, threads))}
-    if len(cores) <= SMALL_MACHINE_CORES:
-        return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(core) for core in cores)}
-    return {}
-
-
-def unservable_reason(model_path: str) -> str | None:
-    """Why vLLM cannot serve this model here (architecture, or a head size its CPU backend lacks), or None.
-
-    Read from the model's config without starting an engine, so ``auto`` picks
-    the engine before anything is keyed on it (the engine is part of the
-    synthetic data's identity). A check that itself fails says nothing.
-    """
-    try:
-        from transformers import AutoConfig
-        from vllm import ModelRegistry
-
-        config = AutoConfig.from_pretrained(model_path)
-        architectures = list(getattr(config, "architectures", None) or [])
-        supported = set(ModelRegistry.get_supported_archs())
-        if architectures and not supported.intersection(architectures):
-            return f"architecture {architectures[0]} is not in vLLM's model registry"
-        if on_cpu():
-            from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
-
-            text = getattr(config, "text_config", config)
-            heads = getattr(text, "num_attention_heads", None)
-            head = getattr(text, "head_dim", None) or (text.hidden_size // heads if heads else None)
-            sizes = CPUAttentionBackend.get_supported_head_sizes()
-            if head is not None and head not in sizes:
-                return f"attention head size {head} is not one vLLM's CPU backend supports ({sizes})"
-    except Exception as exc:  # the check is advisory: starting the engine will tell
-        logger.debug("could not check whether vLLM serves %s: %s", model_path, exc)
-    return None
-
-
-def vllm_available() -> bool:
-    """vLLM imports here (torchvision and friends built for another torch break its import chain)."""
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    try:
-        import vllm  # noqa: F401
-    except Exception as exc:  # a broken install: say why once, and let "auto" fall back
-        logger.warning("vllm is installed but does not import (%s: %s)", type(exc).__name__, exc)
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set environment variables for the duration of a block, then restore them."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
-def _scan_breakers() -> list[str]:
-    """Loaded modules that would crash vLLM's start in this process.
-
-    Started in-process, vLLM scans every attribute of every loaded module and
-    reads ``vars(value).get(...)`` (to swap Triton kernels); an object whose
-    ``__dict__`` is not a mapping crashes it: llvmlite's, loaded by numba,
-    which bm25s loads for the corpus.
-    """
-    import sys
-    import warnings
-
-    found = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # touching deprecated attributes warns
-        for name, module in list(sys.modules.items()):
-            namespace = getattr(module, "__dict__", None)
-            if not isinstance(namespace, dict):
-                continue
-            for value in list(namespace.values()):
-                try:
-                    if hasattr(value, "__dict__"):
-                        vars(value).get  # noqa: B018 (what vLLM's scan does)
-                except Exception:
-                    found.append(name)
-                    break
-    return found
-
-
-@contextlib.contextmanager
-def _hidden_from_vllm_scan() -> Iterator[None]:
-    """Take the modules of `_scan_breakers` out of ``sys.modules`` while vLLM starts, then put them back.
-
-    They stay loaded and referenced; only the scan (which swaps GPU kernels, none
-    of theirs) does not see them.
-    """
-    import sys
-    import warnings
-
-    hidden = {name: sys.modules.pop(name) for name in _scan_breakers()}
-    if hidden:
-        logger.debug("hidden from vLLM's start-up scan: %s", sorted(hidden))
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.triton_utils")
-            yield
-    finally:
-        for name, module in hidden.items():
-            sys.modules.setdefault(name, module)
-
-
-@contextlib.contextmanager
-def _quiet_start() -> Iterator[None]:
-    """Nothing below ``VLLM_LOGGING_LEVEL`` (default ERROR) from any logger while vLLM starts.
-
-    vLLM logs one warning per weight when it loads fp32 weights as bf16 (366 lines in
-    one `make demo`); its loggers inherit no level we could set beforehand, so the
-    start is muted as a whole. TRL sets ``VLLM_LOGGING_LEVEL=ERROR`` on import, so the
-    variable being set is not a request for logs; its level is the threshold.
-    """
-    level = logging.getLevelName(os.environ.get("VLLM_LOGGING_LEVEL", "ERROR").strip().upper())
-    if not isinstance(level, int) or level <= logging.DEBUG:
-        yield
-        return
-    previous = logging.root.manager.disable
-    logging.disable(level - 1)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-def _torch_set_num_threads() -> Any:
-    import torch
-
-    return torch.set_num_threads
-
-
-def on_cpu() -> bool:
-    import torch
-
-    return not torch.cuda.is_available()
 
 
 class VLLMEngine:
@@ -249,6 +99,7 @@ class VLLMEngine:
         tensor_parallel_size: int = 1,
         threads: int | None = None,
         show_progress: bool = False,
+        lora_path: str | None = None,
         **llm_kwargs: Any,
     ) -> None:
         from vllm import LLM
@@ -269,6 +120,10 @@ class VLLMEngine:
         }
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
+        self.lora_request: Any = None  # the adapter every request is served with (None: the base model)
+        self._lora_path = lora_path
+        if lora_path is not None:  # a LoRA adapter served on the base weights: no merged copy on disk
+            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=served_lora_rank(lora_path))
         env: dict[str, str] = {"VLLM_CONFIGURE_LOGGING": os.environ.get("VLLM_CONFIGURE_LOGGING", "0")}
         if self.cpu:
             import torch
@@ -296,6 +151,19 @@ class VLLMEngine:
             self._restore_process()
             raise
         self._processes = _child_pids() - before  # any engine core or worker processes: waited for on close
+        if lora_path is not None:
+            self.use_adapter(True)
+
+    def use_adapter(self, on: bool) -> None:
+        """Serve the next requests with the engine's LoRA adapter (``on``) or with the base model alone."""
+        if not on:
+            self.lora_request = None
+            return
+        if self._lora_path is None:
+            raise ValueError("this vLLM engine was started without a LoRA adapter")
+        from vllm.lora.request import LoRARequest
+
+        self.lora_request = LoRARequest("selfguide-adapter", 1, self._lora_path)
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:
@@ -343,7 +211,10 @@ class VLLMEngine:
             raise RuntimeError("this vLLM engine was closed")
         self._prime(ids)
         return self.llm.generate(
-            [TokensPrompt(prompt_token_ids=row) for row in ids], params, use_tqdm=self.show_progress
+            [TokensPrompt(prompt_token_ids=row) for row in ids],
+            params,
+            use_tqdm=self.show_progress,
+            lora_request=self.lora_request,
         )
 
     def _prime(self, ids: list[list[int]]) -> None:
@@ -362,7 +233,12 @@ class VLLMEngine:
         if shared < MIN_PRIMED_TOKENS:
             return
         prefix = TokensPrompt(prompt_token_ids=ids[0][:shared])
-        self.llm.generate([prefix], VLLMSampling(max_tokens=1, temperature=0.0), use_tqdm=False)
+        self.llm.generate(
+            [prefix],
+            VLLMSampling(max_tokens=1, temperature=0.0),
+            use_tqdm=False,
+            lora_request=self.lora_request,
+        )
 
     def generate(self, prompts: list[str], sampling: SamplingParams) -> list[list[str]]:
         """``sampling.n`` completions per prompt, decoded as the transformers engine decodes them."""
@@ -446,33 +322,3 @@ class VLLMEngine:
                 totals[k] += float(out.outputs[0].logprobs[0][token].logprob)
             step += 1
         return [totals[i * len(choices) : (i + 1) * len(choices)] for i in range(len(prompts))]
-
-
-def _child_pids() -> set[int]:
-    """This process's children, less multiprocessing's resource tracker (it lives as long as we do)."""
-    import psutil
-
-    pids = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "resource_tracker" not in " ".join(child.cmdline()):
-                pids.add(child.pid)
-        except psutil.NoSuchProcess:
-            continue
-    return pids
-
-
-def _wait_for(pids: set[int], timeout: float = 30.0) -> None:
-    """Block until these processes (vLLM's engine core and workers) have exited: their memory is back."""
-    import psutil
-
-    alive = []
-    for pid in pids:
-        try:
-            alive.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
-    _, still = psutil.wait_procs(alive, timeout=timeout)
-    still = [p for p in still if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    if still:
-        logger.warning("vLLM engine processes %s still running after %.0f s", [p.pid for p in still], timeout)

