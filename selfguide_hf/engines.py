@@ -109,9 +109,7 @@ def make_engine(
             ) from exc
     from selfguide_hf.models import load_causal_lm
 
-    model, _ = load_causal_lm(model_path)
-    if device is not None and getattr(device, "type", "cpu") != "cpu":
-        model.to(device)
+    model, _ = load_causal_lm(model_path, device=device)
     return TransformersEngine(model, tokenizer, batch_size=batch_size, show_progress=show_progress)
 
 

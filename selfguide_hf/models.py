@@ -284,12 +284,22 @@ def load_error(folder: str, exc: Exception, what: str = "model") -> ModelResolut
     return ModelResolutionError(f"cannot load {what} from {folder}: {type(exc).__name__}: {exc}.{hint}")
 
 
-def load_causal_lm(name_or_path: str | None = None, dtype: Any = None, **kwargs: Any) -> tuple[Any, Any]:
+def load_causal_lm(
+    name_or_path: str | None = None, dtype: Any = None, device: Any = None, **kwargs: Any
+) -> tuple[Any, Any]:
     """Load (model, tokenizer) for inference, in eval mode, with a pad token set.
 
-    A local folder (what a run resolved once) is loaded as it is; a name is resolved first.
+    A local folder (what a run resolved once) is loaded as it is; a name is resolved first. The
+    weights go straight to ``device``, by default the GPU when there is one (a 7B model scored on
+    the CPU of a GPU machine would take hours).
     """
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if device is None and torch.cuda.is_available():
+        device = "cuda"
+    if device is not None and str(device) != "cpu":
+        kwargs.setdefault("device_map", str(device))
 
     local = name_or_path is not None and Path(os.fspath(name_or_path)).is_dir()
     resolved = os.fspath(name_or_path) if local else resolve_model(name_or_path)

@@ -159,7 +159,7 @@ def test_a_merged_copy_left_by_a_killed_evaluation_is_removed_by_the_next_run(
             print("merged", flush=True)
             time.sleep(600)
         engines.make_engine = hang
-        evaluation._evaluate_with_vllm({str(tiny_model_dir)!r}, {str(adapter)!r}, TaskSpec.load("task738"),
+        evaluation._evaluate_merged_with_vllm({str(tiny_model_dir)!r}, {str(adapter)!r}, TaskSpec.load("task738"),
                                        [{{"input": "claim: x", "output": "support"}}], False, {{}})
     """)
     env = {**os.environ, "TMPDIR": str(temp)}

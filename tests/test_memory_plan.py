@@ -182,3 +182,21 @@ def test_plan_memory_is_monotone_in_the_card() -> None:
         plan_memory(shape, Hardware("cuda", gb, True, "card"), run).method for gb in (8, 16, 24, 40, 80)
     ]
     assert methods == ["qlora", "qlora", "qlora", "lora", "lora"]
+
+
+def test_the_gpu_smoke_script_runs_its_plumbing_on_a_cpu(tmp_path: Path, monkeypatch) -> None:
+    """`benchmarks/gpu_smoke.py --dry-run`: plan, synthesis, training, evaluation, the table (tiny model)."""
+    import importlib.util
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_smoke.py"
+    spec = importlib.util.spec_from_file_location("gpu_smoke", script)
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    assert smoke.main(["--dry-run", "--out", str(tmp_path / "out")]) == 0
+    results = json.loads((tmp_path / "out" / "gpu_smoke.json").read_text())
+    lora = results["methods"]["lora"]
+    assert lora["exit"] == 0 and set(lora["stages"]) == {"synthesis", "training", "evaluation"}
+    assert results["plans"]["lora"]["fits"] and results["plans"]["lora"]["training_peak_gb"] > 0
+    assert "| lora | training |" in (tmp_path / "out" / "gpu_smoke.md").read_text()
+    assert smoke.main(["--out", str(tmp_path / "gpu")]) == 2  # no CUDA here: says so, runs nothing
