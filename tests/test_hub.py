@@ -289,3 +289,45 @@ def test_a_local_embedding_model_folder_is_not_pushed_and_an_unknown_path_is_ref
     ):
         hub.push_adapter(run.output_dir, "me/planted", f"# card\n\nbase: {planted}\n", token=TOKEN)
     assert fake_hub.files("me/planted") == {}
+
+
+def test_a_run_with_a_local_embedding_model_pushes_no_local_path(
+    fake_hub: FakeHub, hub_copy_of_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`selfguide run --corpus ... --corpus-retriever embeddings --corpus-embedding-model <folder> --push-to-hub`."""
+    import shutil
+
+    from selfguide_hf import cli, corpus
+    from tests.test_cli import run_args
+    from tests.test_corpus import write_corpus
+
+    embedder = tmp_path / "private" / "my-embedder"
+    shutil.copytree(corpus.resolve_embedding_model(corpus.DEFAULT_EMBEDDING_MODEL), embedder)
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "datasets-cache"))
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    texts = write_corpus(tmp_path / "private" / "texts.jsonl")
+    args = run_args(
+        hub_copy_of_model,
+        tmp_path / "run",
+        "--push-to-hub",
+        "me/embedded",
+        "--push-dataset",
+        "me/embedded-data",
+    )
+    args += [
+        "--corpus",
+        str(texts),
+        "--corpus-retriever",
+        "embeddings",
+        "--corpus-embedding-model",
+        str(embedder),
+    ]
+    assert cli.main(args) == 0
+    pushed = {**fake_hub.files("me/embedded"), **fake_hub.files("me/embedded-data", "dataset")}
+    assert "README.md" in pushed and "selfguide_task.json" in pushed
+    for name, data in pushed.items():
+        assert str(embedder).encode() not in data and str(tmp_path).encode() not in data, name
+    assert b"my-embedder" in fake_hub.files("me/embedded")["selfguide_run.json"]  # named, by its folder name
+    # the base is the embedded copy (its marker): both cards say what the weights really were
+    for card in (pushed["README.md"], fake_hub.files("me/embedded-data", "dataset")["README.md"]):
+        assert b"the Q4_1 GGUF of HuggingFaceTB/SmolLM2-135M-Instruct" in card
