@@ -62,6 +62,8 @@ class EvalResult:
     raw_outputs: list[str] | None = None  # the reasoned replies the predictions were read from
     no_answer_share: float | None = None  # % of reasoned replies with no "Answer:" line (scored as empty)
     served: str | None = None  # how vLLM served an adapter: "lora" (on the base weights), or "merged: <why>"
+    trivial_row_scores: list[float] = field(default_factory=list)  # the trivial rule's score on each row
+    top_answer: dict[str, Any] | None = None  # the most frequent answer and on how many rows it was given
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -208,11 +210,18 @@ def add_format_shares(result: EvalResult, spec: TaskSpec, rows: list[dict[str, A
             result.label_exact_match = round(sum(result.row_scores[i] for i in named) / len(named), 2)
         if result.majority_rate is not None:
             result.trivial_baseline = {"name": "majority-class", "score": round(result.majority_rate, 2)}
-        return
-    copies = sum(_same_text(p, row["input"]) for p, row in zip(result.predictions, rows, strict=True))
-    result.copy_share = round(100.0 * copies / n, 2)
-    copied = score_predictions(spec, [row["input"] for row in rows], [row["output"] for row in rows])
-    result.trivial_baseline = {"name": "copy-the-input", "score": round(float(copied[spec.metric]), 2)}
+            rule = score_predictions(spec, [result.majority_label or ""] * n, [row["output"] for row in rows])
+            result.trivial_row_scores = [float(x) for x in rule["scores"]]
+        answers = [extract_label(p, spec.labels or ()) or p.strip().lower() for p in result.predictions]
+    else:
+        copies = sum(_same_text(p, row["input"]) for p, row in zip(result.predictions, rows, strict=True))
+        result.copy_share = round(100.0 * copies / n, 2)
+        copied = score_predictions(spec, [row["input"] for row in rows], [row["output"] for row in rows])
+        result.trivial_baseline = {"name": "copy-the-input", "score": round(float(copied[spec.metric]), 2)}
+        result.trivial_row_scores = [float(x) for x in copied["scores"]]
+        answers = [" ".join(p.split()).lower() for p in result.predictions]
+    top, count = Counter(answers).most_common(1)[0]
+    result.top_answer = {"answer": top, "rows": count, "of": n}
 
 
 # ------------------------------------------------------------- saved models

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,3 +201,26 @@ def shortfall(
     dropped = ", ".join(f"{reason} {count}" for reason, count in drops) or "none recorded"
     raw = funnel.get("raw_inputs", "?")
     return f"{' and '.join(problems)} of {raw} raw inputs (min pairs {min_pairs}); largest drops: {dropped}"
+
+
+def more_inputs_advice(
+    flag: Callable[[str], str], raw: Any, kept: int, dropped: dict[str, Any], min_pairs: int
+) -> str:
+    """What to try after too few pairs, from the yield the run measured: the raw inputs it needs
+    (``flag`` spells a setting as the user's front does), and the filter at fault."""
+    corpus_hint = f"real inputs from your own texts ({flag('corpus')} FILE)"
+    if not isinstance(raw, int) or raw <= 0:
+        return f"more {flag('num_inputs')} (the synthetic data so far stays cached), {corpus_hint}"
+    format_drops = int(dropped.get("input:format", 0))
+    if format_drops >= raw / 2:  # most generated inputs are not in the task's format: more of them won't be
+        corpus_hint = (
+            f"{corpus_hint}, the likelier fix: the format filter dropped {format_drops} of {raw} generated "
+            "inputs (they lack the demonstrations' field markers)"
+        )
+    if kept == 0:
+        return f"{corpus_hint}; more {flag('num_inputs')} cannot help while no input gets through"
+    need = -(-raw * min_pairs // kept)  # ceil: the measured yield, kept of raw
+    return (
+        f"{flag('num_inputs')} {need} (at this run's yield, {kept} pairs from {raw} raw inputs, "
+        f"that many give about {min_pairs}; the synthetic data so far stays cached), {corpus_hint}"
+    )

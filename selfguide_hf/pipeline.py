@@ -29,7 +29,7 @@ from selfguide_hf.engines import resolve_engine
 from selfguide_hf.errors import ConfigError
 from selfguide_hf.eval_stage import check_rows_fit, eval_rows, evaluate, evaluate_only, shared_vllm
 from selfguide_hf.fingerprints import hash_value, stage_sources_hash
-from selfguide_hf.funnel import shortfall
+from selfguide_hf.funnel import more_inputs_advice, shortfall
 from selfguide_hf.memory_plan import MemoryPlan, what_to_change
 from selfguide_hf.models import (
     EMBEDDED_DESCRIPTION,
@@ -305,10 +305,8 @@ def check_enough_data(run: SelfGuideRun, data: SyntheticData) -> None:
             f"{run.flag('num_inputs')} caps how many are used), no corpus (the model writes the inputs)"
         )
     else:
-        more = (
-            f"{run.flag('num_inputs')} {2 * raw if isinstance(raw, int) else 'N'} (the synthetic data so far "
-            f"stays cached), real inputs from your own texts ({run.flag('corpus')} FILE)"
-        )
+        dropped = (data.funnel or {}).get("dropped") or {}
+        more = more_inputs_advice(run.flag, raw, len(data.dataset), dropped, run.args.min_pairs)
     raise TooFewPairsError(
         f"task {run.spec.name}: {facts}. Try {more}, or {run.flag('min_pairs')} 1 to train anyway"
     )

@@ -131,7 +131,8 @@ def _evaluation(report: dict[str, Any] | None) -> dict[str, Any] | None:
     if not report or not report.get("baseline") or not report.get("self_guided"):
         return None
     before, after = (
-        {k: v for k, v in report[key].items() if k != "row_scores"} for key in ("baseline", "self_guided")
+        {k: v for k, v in report[key].items() if k not in ("row_scores", "trivial_row_scores", "top_answer")}
+        for key in ("baseline", "self_guided")
     )
     evaluation = {"before": before, "after": after, "split": report.get("eval_split", "test")}
     for key in ("interval", "verdict", "verdict_sentence", "trivial_baseline"):

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from selfguide_hf.verdict import paired_bootstrap, verdict_sentence, verdict_word
+from selfguide_hf.verdict import one_answer, paired_bootstrap, verdict_sentence, verdict_word
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -68,6 +68,18 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         if interval:
             detail = f"  (95 % CI {interval['low']:+.2f} to {interval['high']:+.2f}: {report['verdict']})"
         rows.append(("delta", f"{report['delta']:+.2f}{detail}"))
+    for key, name in (("baseline", "few-shot"), ("self_guided", "self-guided")):
+        flagged = one_answer(report.get(key) or {})
+        if flagged:
+            rows.append((f"{name}: one answer", flagged))
+    sides = report.get("trivial_sides")
+    if sides:
+        rows.append(
+            (
+                "vs the trivial baseline (row interval)",
+                f"few-shot {sides['baseline']}, self-guided {sides['self_guided']}",
+            )
+        )
     served = (report.get("self_guided") or {}).get("served")
     if served:  # how vLLM ran the tuned model: the adapter on the base weights, or a merged copy
         rows.append(

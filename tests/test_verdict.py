@@ -98,7 +98,8 @@ def test_too_few_pairs_stop_the_run_before_training(
     err = capsys.readouterr().err
     line = next(line for line in err.splitlines() if "error" in line)
     assert "only 4 synthetic pairs survived of 4 raw inputs (min pairs 16)" in line
-    assert "largest drops:" in line and "--num-inputs 8" in line and "--min-pairs 1 to train anyway" in line
+    assert "largest drops:" in line and "--min-pairs 1 to train anyway" in line
+    assert "--num-inputs 16 (at this run's yield, 4 pairs from 4 raw inputs, that many give about 16" in line
     assert not (out / "adapter").exists() and (out / "synthetic" / "train.jsonl").is_file()
     # the same run with --min-pairs 1 trains, and synthesis is a cache hit
     assert cli.main([*args, "--min-pairs", "1"]) == 0
@@ -134,7 +135,7 @@ def test_too_few_pairs_stop_the_recipe(tiny_model_dir: Path, tmp_path: Path, mon
     monkeypatch.setattr(sys, "argv", argv)
     assert recipe.cli() == 2
     err = capsys.readouterr().err
-    assert "only 4 synthetic pairs survived" in err and "--num_inputs 8" in err and "--min_pairs 1" in err
+    assert "only 4 synthetic pairs survived" in err and "--num_inputs 16" in err and "--min_pairs 1" in err
     assert not (out / "adapter_model.safetensors").exists() and not (out / "adapter_config.json").exists()
 
 
@@ -155,3 +156,66 @@ def test_load_dataset_warns_and_builds(tiny_model_dir: Path, tmp_path: Path, cap
     )["train"]
     assert len(ds) == 4
     assert "only 4 synthetic pairs survived of 4 raw inputs (min pairs 16)" in caplog.text
+
+
+# --------------------------------------------- issue 24: the trivial baseline, one answer, draws
+def test_at_the_trivial_baseline_unless_the_row_interval_is_clear_of_it() -> None:
+    """A self-guided 34.5 against a majority rate of 34.0 is "at" it; well clear of it is "above"."""
+    from selfguide_hf.verdict import trivial_side
+
+    rule = [100.0] * 68 + [0.0] * 132  # the majority rule: 34.0
+    near = [100.0] * 69 + [0.0] * 131  # 34.5: one row more
+    assert trivial_side(result(34.5, near, trivial_row_scores=rule), {"score": 34.0}) == "at"
+    far = [100.0] * 200  # right on every row
+    assert trivial_side(result(100.0, far, trivial_row_scores=rule), {"score": 34.0}) == "above"
+    none = [0.0] * 200
+    assert trivial_side(result(0.0, none, trivial_row_scores=rule), {"score": 34.0}) == "below"
+    assert trivial_side(result(34.5, near), {"score": 34.0}) == "above"  # an older result: by the points
+    trivial = {"name": "majority-class", "score": 34.0}
+    report = build_report(
+        "t", "m", "exact_match",
+        result(30.0, [100.0] * 60 + [0.0] * 140, trivial_row_scores=rule, trivial_baseline=trivial),
+        result(34.5, near, trivial_row_scores=rule, trivial_baseline=trivial),
+    )  # fmt: skip
+    assert "few-shot below and self-guided at the majority-class score 34.0" in report["verdict_sentence"]
+    assert report["trivial_sides"] == {"baseline": "below", "self_guided": "at"}
+
+
+def test_an_arm_that_gives_one_answer_is_named() -> None:
+    from selfguide_hf.verdict import one_answer
+
+    arm = result(35.0, [0.0] * 200, top_answer={"answer": "2", "rows": 200, "of": 200})
+    assert one_answer(arm) == "answers `2` on 200 of 200 rows"
+    assert one_answer(result(35.0, [0.0] * 200, top_answer={"answer": "2", "rows": 179, "of": 200})) is None
+    base = result(35.0, [0.0] * 200, top_answer={"answer": "2", "rows": 200, "of": 200}, label_share=100.0)
+    tuned = result(35.0, [0.0] * 200, top_answer={"answer": "2", "rows": 200, "of": 200}, label_share=100.0)
+    report = build_report("t", "m", "exact_match", base, tuned)
+    assert (
+        "few-shot answers `2` on 200 of 200 rows; self-guided answers `2` on 200 of 200 rows"
+        in report["verdict_sentence"]
+    )
+    assert "self-guided: one answer" in to_markdown(report)
+
+
+def test_the_two_level_bootstrap_reduces_to_its_known_answers() -> None:
+    from selfguide_hf.verdict import draws_bootstrap, paired_bootstrap
+
+    rng = __import__("numpy").random.default_rng(1)
+    base = list(rng.integers(0, 2, 120) * 100.0)
+    tuned = list(rng.integers(0, 2, 120) * 100.0)
+    one = draws_bootstrap([(base, tuned)])
+    rows = paired_bootstrap(base, tuned)
+    assert (
+        one["delta"] == rows["delta"]
+        and abs(one["low"] - rows["low"]) <= 1.5
+        and abs(one["high"] - rows["high"]) <= 1.5
+    )
+    same = draws_bootstrap([(base, tuned)] * 3)  # identical draws: the row bootstrap again
+    assert same["delta"] == rows["delta"] and abs(same["low"] - rows["low"]) <= 1.5
+    assert not same["draws_disagree"]
+    # no variance within a draw: only the draws vary, so the interval is the bootstrap over draws
+    flat = [([0.0] * 50, [d] * 50) for d in (-10.0, 5.0, 20.0)]
+    over_draws = draws_bootstrap(flat)
+    assert over_draws["delta"] == 5.0 and over_draws["draw_deltas"] == [-10.0, 5.0, 20.0]
+    assert -10.0 <= over_draws["low"] < 5.0 < over_draws["high"] <= 20.0 and over_draws["draws_disagree"]
+    assert draws_bootstrap([([0.0] * 50, [7.0] * 50)] * 4)["low"] == 7.0  # nothing varies: a point
