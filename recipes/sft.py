@@ -16,7 +16,6 @@ import sys
 from collections.abc import Sequence
 
 from selfguide_hf import pipeline
-from selfguide_hf.errors import exit_code
 from selfguide_hf.settings_parser import parse_settings
 
 logger = logging.getLogger("selfguide.sft")
@@ -38,12 +37,7 @@ def cli() -> int:
     try:
         return main()
     except Exception as exc:
-        code = exit_code(exc)
-        if code is None:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        pipeline.end_processes(wait=False)
-        return code
+        return pipeline.error_exit(exc)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from selfguide_hf import pipeline
-from selfguide_hf.errors import ConfigError, exit_code
+from selfguide_hf.errors import ConfigError
 from selfguide_hf.settings_parser import parse_settings
 
 logger = logging.getLogger("selfguide_hf")
@@ -181,12 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         COMMANDS[command](run, extra)
     except Exception as exc:
-        code = exit_code(exc)
-        if code is None:
-            raise
-        print(f"selfguide {command}: error: {exc}", file=sys.stderr)
-        pipeline.end_processes(wait=False)
-        return code
+        return pipeline.error_exit(exc, f"selfguide {command}: ")
     pipeline.end_processes()
     return 0
 

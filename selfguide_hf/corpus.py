@@ -149,37 +149,30 @@ def check_corpus(path: str | os.PathLike[str], field: str = "text") -> None:
     path = Path(path)
     if not path.exists():
         raise CorpusError(f"{path}: no such corpus file or folder")
-    if path.is_file() and path.stat().st_size == 0:
-        raise CorpusError(f"{path}: the corpus file is empty; give a file with one text per row")
-    try:
-        columns = _columns_of_head(path)
-    except CorpusError:
-        raise
-    except UnicodeDecodeError as exc:
-        raise CorpusError(
-            f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
-        ) from None
-    except Exception as exc:  # a malformed file: the library's own error, on one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CorpusError(f"{path}: cannot read the corpus ({type(exc).__name__}: {first})") from None
+    columns = _guarded(path, _columns_of_head)
     if columns is not None and field not in columns:
         raise CorpusError(f"{path}: no field {field!r} (it has {columns}); pass the text column's name")
 
 
-def _read_texts(path: Path, field: str) -> list[str]:
+def _guarded(path: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)``, with an empty, non-UTF-8 or malformed file turned into one `CorpusError` line."""
     if path.is_file() and path.stat().st_size == 0:
         raise CorpusError(f"{path}: the corpus file is empty; give a file with one text per row")
     try:
-        data = _read(path)
+        return read(path)
     except CorpusError:
         raise
     except UnicodeDecodeError as exc:
         raise CorpusError(
             f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8"
         ) from None
-    except Exception as exc:  # a malformed JSON/CSV/Parquet file: datasets' own error, on one line
+    except Exception as exc:  # a malformed JSON/CSV/Parquet file: the library's own error, on one line
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CorpusError(f"{path}: cannot read the corpus ({type(exc).__name__}: {first})") from None
+
+
+def _read_texts(path: Path, field: str) -> list[str]:
+    data = _guarded(path, _read)
     if field not in data.column_names:
         raise CorpusError(
             f"{path}: no field {field!r} (it has {data.column_names}); pass the text column's name"

@@ -7,7 +7,7 @@ line and the same exit code (`exit_code`). docs/ERRORS.md lists the codes.
 
 from __future__ import annotations
 
-__all__ = ["EXIT_CODES", "ConfigError", "PublishError", "StageError", "UserError", "exit_code"]
+__all__ = ["EXIT_CODES", "ConfigError", "PublishError", "StageError", "UserError", "exit_code", "one_line"]
 
 
 class UserError(ValueError):
@@ -44,3 +44,9 @@ def exit_code(exc: BaseException) -> int | None:
         if isinstance(exc, base):
             return code
     return None
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message``: a library's error as one line of ours."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

@@ -72,11 +72,28 @@ def answers_with_reasoning(adapter: Path | None) -> bool:
     return bool(identity.get("answers_with_reasoning"))
 
 
+def score(run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None, shared: Any = None) -> Any:
+    """The base model (``adapter`` None) or the tuned one scored on ``rows`` with the run's engine."""
+    from selfguide_hf.evaluation import evaluate_saved_model
+
+    return evaluate_saved_model(
+        run.model_path,
+        adapter,
+        run.spec,
+        rows,
+        batch_size=run.args.eval_batch_size,
+        engine=run.engine,
+        vllm_options=run.vllm_options or None,
+        reasoning=answers_with_reasoning(adapter),
+        shared=shared,
+    )
+
+
 def evaluate(
     run: SelfGuideRun, rows: list[dict[str, Any]], adapter: Path | None, name: str, shared: Any = None
 ) -> dict[str, Any]:
     """Score the base model (``adapter=None``) or the tuned one, reusing a finished score with the same key."""
-    from selfguide_hf.evaluation import evaluate_saved_model, write_predictions
+    from selfguide_hf.evaluation import write_predictions
 
     started = time.perf_counter()
     path = run.run_dir / EVAL_DIR / f"{name}.json"
@@ -91,17 +108,7 @@ def evaluate(
             _say(f"reusing the finished evaluation {path}")
             result = saved["result"]
     if result is None:
-        scored = evaluate_saved_model(
-            run.model_path,
-            adapter,
-            run.spec,
-            rows,
-            batch_size=run.args.eval_batch_size,
-            engine=run.engine,
-            vllm_options=run.vllm_options,
-            reasoning=answers_with_reasoning(adapter),
-            shared=shared,
-        )
+        scored = score(run, rows, adapter, shared)
         write_predictions(
             run.run_dir / EVAL_DIR / f"{name}.predictions.jsonl", rows, scored.predictions, scored.raw_outputs
         )
@@ -132,21 +139,12 @@ def shared_vllm(run: SelfGuideRun) -> Iterator[Any]:
 # ----------------------------------------------------------------- evaluate
 def evaluate_only(run: SelfGuideRun, adapter: Path | None, predictions: Path | None = None) -> Any:
     """`selfguide evaluate`: score the model, or the model with ``adapter``, on the run's rows (no cache)."""
-    from selfguide_hf.evaluation import evaluate_saved_model, write_predictions
+    from selfguide_hf.evaluation import write_predictions
 
     rows = eval_rows(run)
     if adapter is not None:
         check_adapter_base(adapter, run.weights, run.args.model)
-    result = evaluate_saved_model(
-        run.model_path,
-        adapter,
-        run.spec,
-        rows,
-        batch_size=run.args.eval_batch_size,
-        engine=run.engine,
-        vllm_options=run.vllm_options or None,
-        reasoning=answers_with_reasoning(adapter),
-    )
+    result = score(run, rows, adapter)
     if predictions is not None:
         write_predictions(Path(predictions), rows, result.predictions)
     return result

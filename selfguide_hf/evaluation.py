@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfguide_hf.errors import one_line
 from selfguide_hf.eval_data import (  # noqa: F401  (public here too: the evaluation's rows)
     DEFAULT_MAX_EVAL,
     EVAL_SUBSET_SEED,
@@ -25,6 +26,7 @@ from selfguide_hf.eval_data import (  # noqa: F401  (public here too: the evalua
     read_eval_file,
 )
 from selfguide_hf.generation import SamplingParams, TransformersEngine
+from selfguide_hf.merged_copies import MERGED_PREFIX, OWNER_FILE, remove_stale_merged_copies
 from selfguide_hf.metrics import load_metric
 from selfguide_hf.prompts import (
     REASONING_MAX_NEW_TOKENS,
@@ -325,10 +327,10 @@ class SharedVLLMEngine:
                     "vllm", self.model_path, self.tokenizer, lora_path=self.adapter, **self.vllm_options
                 )
             except Exception as exc:
-                self.failed = (
-                    f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                self.failed = one_line(exc)
+                logger.warning(
+                    "vLLM cannot serve the adapter as a LoRA (%s); a merged copy instead", self.failed
                 )
-                logger.warning("vLLM cannot serve the adapter as a LoRA (%s)", self.failed)
         return self._engine
 
     def close(self) -> None:
@@ -347,58 +349,34 @@ def _evaluate_with_vllm(
     reasoning: bool = False,
     shared: SharedVLLMEngine | None = None,
 ) -> EvalResult:
-
+    """An arm through vLLM: on the shared engine (the base, or the run's adapter as a LoRA), on an engine
+    of its own serving its adapter as a LoRA, or, where vLLM cannot serve it, on a merged copy."""
     from transformers import AutoConfig
 
-    from selfguide_hf.engines import make_engine
-
-    if (
-        shared is not None
-        and (adapter is None or str(adapter) == shared.adapter)
-        and shared.get() is not None
-    ):
-        engine = shared.get()
-        engine.use_adapter(adapter is not None)
-        check_prompts_fit(
-            spec, rows, shared.tokenizer, model_context(AutoConfig.from_pretrained(model_path)), reasoning
+    lora = adapter is not None and (Path(adapter) / "adapter_config.json").is_file()
+    if (adapter is None and shared is None) or (adapter is not None and not lora):
+        return _evaluate_merged_with_vllm(
+            model_path, adapter, spec, rows, show_progress, vllm_options, reasoning
         )
-        result = evaluate_model(None, shared.tokenizer, spec, rows, engine=engine, reasoning=reasoning)
-        result.served = "lora" if adapter is not None else None
-        return result
-    if adapter is not None and (Path(adapter) / "adapter_config.json").is_file():
-        check_adapter_files(adapter)  # a damaged adapter fails here as it would on the merge path
-        try:  # the adapter on the base weights in vLLM: nothing written to disk
-            tokenizer = _vllm_tokenizer(model_path)
-            check_prompts_fit(
-                spec, rows, tokenizer, model_context(AutoConfig.from_pretrained(model_path)), reasoning
-            )
-            engine = make_engine(
-                "vllm",
-                model_path,
-                tokenizer,
-                show_progress=show_progress,
-                lora_path=str(adapter),
-                **vllm_options,
-            )
-        except EvalDataError:
-            raise
-        except Exception as exc:
-            why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            logger.warning(
-                "vLLM cannot serve the adapter as a LoRA (%s); evaluating a merged copy instead", why
-            )
-            result = _evaluate_merged_with_vllm(
-                model_path, adapter, spec, rows, show_progress, vllm_options, reasoning
-            )
-            result.served = f"merged: {why}"
+    own = shared is None or (lora and str(adapter) != shared.adapter)
+    holder = SharedVLLMEngine(model_path, adapter, vllm_options) if own else shared
+    try:
+        engine = holder.get()
+        if engine is not None:
+            engine.use_adapter(lora)
+            context = model_context(AutoConfig.from_pretrained(model_path))
+            check_prompts_fit(spec, rows, holder.tokenizer, context, reasoning)
+            result = evaluate_model(None, holder.tokenizer, spec, rows, engine=engine, reasoning=reasoning)
+            result.served = "lora" if lora else None
             return result
-        try:
-            result = evaluate_model(None, tokenizer, spec, rows, engine=engine, reasoning=reasoning)
-        finally:
-            engine.close()
-        result.served = "lora"
-        return result
-    return _evaluate_merged_with_vllm(model_path, adapter, spec, rows, show_progress, vllm_options, reasoning)
+    finally:
+        if own:
+            holder.close()
+    result = _evaluate_merged_with_vllm(
+        model_path, adapter, spec, rows, show_progress, vllm_options, reasoning
+    )
+    result.served = f"merged: {holder.failed}" if lora else None
+    return result
 
 
 def _vllm_tokenizer(path: str) -> Any:
@@ -449,49 +427,6 @@ def _evaluate_merged_with_vllm(
             return evaluate_model(None, tokenizer, spec, rows, engine=engine, reasoning=reasoning)
         finally:
             engine.close()
-
-
-MERGED_PREFIX = "selfguide-merged-"  # a merged base + adapter for vLLM, in the system temp folder
-OWNER_FILE = "selfguide_owner.pid"  # the process that writes it: a copy whose process is gone is stale
-
-
-def remove_stale_merged_copies(root: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Remove merged copies left by killed runs (~15 GB each for a 7B model); returns what was removed.
-
-    A copy is stale when the process named in its owner file no longer runs, or when it has no
-    owner file and is over an hour old (a copy being written right now always has one).
-    """
-    import shutil
-    import tempfile
-    import time
-
-    removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(MERGED_PREFIX + "*"):
-        if not folder.is_dir():
-            continue
-        owner = folder / OWNER_FILE
-        try:
-            alive = owner.is_file() and _process_alive(int(owner.read_text().strip() or 0))
-            stale = not alive and (owner.is_file() or time.time() - folder.stat().st_mtime > 3600)
-        except (OSError, ValueError):
-            continue
-        if stale:
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder)
-            logger.info("removed %s, left by a run that was killed", folder)
-    return removed
-
-
-def _process_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process: alive
-        return True
-    return True
 
 
 def write_predictions(

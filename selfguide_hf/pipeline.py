@@ -2,14 +2,11 @@
 
     prepare_run -> synthesize -> train -> evaluate (base, then tuned) -> report + card -> push
 
-The task is parsed and the model resolved and fingerprinted once, in
-`prepare_run`. Every stage is reused only on a full match of what it depends
-on (`run_dir`): the synthetic data through the `datasets` cache (keyed by the
-task, the weights, every synthesis parameter and the code), the adapter by
-its training identity, each evaluation by the model, the adapter, the rows
-and the evaluation code. When a stage is redone, the user is told which
-fields changed. Both fronts evaluate through `evaluation.evaluate_saved_model`
-and write the same report, so the same settings give the same numbers.
+The task is parsed, the model resolved and fingerprinted and its memory planned once, in
+`prepare_run`. Every stage is reused only on a full match of what it depends on (`run_dir`):
+the synthetic data through the `datasets` cache, the adapter by its training identity, each
+evaluation by its key; a rerun names the settings that changed. Every command of both fronts is
+a slice of this module, so the same settings give the same numbers.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ from typing import Any
 from selfguide_hf import publish
 from selfguide_hf.distributed import end_processes
 from selfguide_hf.engines import resolve_engine
-from selfguide_hf.errors import ConfigError
+from selfguide_hf.errors import ConfigError, exit_code
 from selfguide_hf.eval_stage import check_rows_fit, eval_rows, evaluate, evaluate_only, shared_vllm
 from selfguide_hf.fingerprints import hash_value, stage_sources_hash
 from selfguide_hf.funnel import more_inputs_advice, shortfall
@@ -83,6 +80,7 @@ __all__ = [
     "REPORT_PNG",
     "build_synthetic_dataset",
     "end_processes",
+    "error_exit",
     "evaluate_only",
     "format_report_table",
     "plan_run",
@@ -91,6 +89,16 @@ __all__ = [
     "train",
     "what_to_change",
 ]
+
+
+def error_exit(exc: Exception, prefix: str = "") -> int:
+    """A front's answer to an error: one line and the exit code of `errors.EXIT_CODES`; a bug re-raises."""
+    code = exit_code(exc)
+    if code is None:
+        raise exc
+    print(f"{prefix}error: {exc}", file=sys.stderr)
+    end_processes(wait=False)  # no barrier other ranks may never reach
+    return code
 
 
 def _say(message: str) -> None:
@@ -153,7 +161,7 @@ def prepare_run(
         hub_private=training_args.hub_private_repo,
     )
     if run.is_main_process:
-        from selfguide_hf.evaluation import remove_stale_merged_copies
+        from selfguide_hf.merged_copies import remove_stale_merged_copies
 
         remove_stale_merged_copies()  # a killed run's merged model in the temp folder (~15 GB for 7B)
     resume = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
