@@ -28,6 +28,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from selfguide_hf.verdict import one_answer
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "BENCHMARKS.md"
 START_MARK = "<!-- quality:start -->"
@@ -102,6 +104,9 @@ def row_of(report: dict[str, Any]) -> dict[str, Any]:
         "raw": funnel.get("raw_inputs"),
         "minutes": round(report["minutes"], 1),
         "stage_minutes": report.get("timings_min", {}),
+        # judged by the row interval of (arm - trivial rule) when the report has it (issue 24)
+        "sides": report.get("trivial_sides"),
+        "one_answer": {k: one_answer(report.get(k) or {}) for k in ("baseline", "self_guided")},
     }
 
 
@@ -124,7 +129,12 @@ def averages(rows: list[dict[str, Any]], metric: str) -> dict[str, float] | None
         out["trivial"] = mean("trivial")
     out["improved"] = sum(r.get("verdict") == "improved" for r in done)
     out["worse"] = sum(r.get("verdict") == "worse" for r in done)
-    out["above_trivial"] = sum(r.get("trivial") is not None and r["self_guided"] > r["trivial"] for r in done)
+    out["above_trivial"] = sum(
+        (r["sides"] or {}).get("self_guided") == "above"
+        if r.get("sides")
+        else r.get("trivial") is not None and r["self_guided"] > r["trivial"]
+        for r in done
+    )
     return out
 
 
@@ -153,7 +163,19 @@ def markdown(results: dict[str, Any]) -> str:
             f" ({_signed(r.get('low'))} to {_signed(r.get('high'))})" if r.get("low") is not None else ""
         )
         trivial = f"{_fmt(r.get('trivial'))} {r.get('trivial_name') or ''}".strip()
-        versus = f"{_versus(r['baseline'], r.get('trivial'))} / {_versus(r['self_guided'], r.get('trivial'))}"
+        sides = r.get("sides") or {}
+        versus = (
+            f"{sides['baseline']} / {sides['self_guided']}"
+            if sides
+            else f"{_versus(r['baseline'], r.get('trivial'))} / {_versus(r['self_guided'], r.get('trivial'))}"
+        )
+        flagged = [
+            f"{name} {text}"
+            for name, text in zip(("few-shot", "self-guided"), (r.get("one_answer") or {}).values())
+            if text
+        ]
+        if flagged:
+            versus += " (" + "; ".join(flagged) + ")"
         shares = (
             f"{r.get('share_kind', '')}: {_fmt(r.get('baseline_share'))} / {_fmt(r.get('self_guided_share'))}"
         )

@@ -228,3 +228,24 @@ def test_arms_head_to_head_on_the_same_rows(tmp_path: Path) -> None:
     table = arms.markdown(results)
     assert "| task | novelty − self-guided |" in table
     assert "| **outside noise** | above on 0, below on 1 of 1 |" in table
+
+
+def test_the_table_judges_the_trivial_baseline_by_rows_and_names_one_answer_arms() -> None:
+    """34.5 against a majority rate of 34.0 is "at", not "above"; an arm giving one answer is named."""
+    quality = quality_module()
+    majority = {"name": "majority-class", "score": 34.0}
+    rule = [100.0] * 68 + [0.0] * 132
+    top = {"answer": "2", "rows": 200, "of": 200}
+    report = build_report(
+        "task9", "m", "exact_match",
+        result(34.0, rule, trivial_row_scores=rule, trivial_baseline=majority, label_share=100.0, top_answer=top),
+        result(34.5, [100.0] * 69 + [0.0] * 131, trivial_row_scores=rule, trivial_baseline=majority, label_share=100.0),
+    )  # fmt: skip
+    row = quality.row_of({**report, "minutes": 1.0})
+    table = quality.markdown(
+        {"command": "c", "date": "d", "machine": "m", "report_only": True, "rows": [row],
+         "averages": {"exact_match": quality.averages([row], "exact_match")}}
+    )  # fmt: skip
+    line = next(x for x in table.splitlines() if x.startswith("| task9 "))
+    assert "at / at (few-shot answers `2` on 200 of 200 rows)" in line
+    assert "self-guided above it on 0 of 1" in table
