@@ -22,10 +22,11 @@ from typing import Any
 
 from selfguide_hf import publish
 from selfguide_hf.distributed import end_processes
+from selfguide_hf.draws import combine_draws, draw_run
 from selfguide_hf.engines import resolve_engine
 from selfguide_hf.errors import ConfigError, exit_code
 from selfguide_hf.eval_stage import check_rows_fit, eval_rows, evaluate, evaluate_only, shared_vllm
-from selfguide_hf.fingerprints import hash_value, stage_sources_hash
+from selfguide_hf.fingerprints import hash_value
 from selfguide_hf.funnel import more_inputs_advice, shortfall
 from selfguide_hf.memory_plan import MemoryPlan, what_to_change
 from selfguide_hf.models import (
@@ -62,14 +63,14 @@ from selfguide_hf.settings import (
     AUTO_METHOD,
     SelfGuideArguments,
     default_folders,
-    plain_value,
     synthesis_config,
     synthesis_overrides,
-    weight_settings,
 )
 from selfguide_hf.settings_parser import reconcile_model_args
 from selfguide_hf.task import TaskSpec, TaskSpecError
 from selfguide_hf.trainer import TrainResult, load_dataset_file, set_cpu_threads, train_adapter
+from selfguide_hf.training_identity import manifest as new_manifest
+from selfguide_hf.training_identity import run_keys, synthesis_settings, training_identity
 
 logger = logging.getLogger(__name__)
 
@@ -167,16 +168,16 @@ def prepare_run(
     resume = resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
     if resume is not None:
         saved = read_manifest(training_args.output_dir)
-        diffs = run_differences(saved, _run_keys(run)) if saved else []
+        diffs = run_differences(saved, run_keys(run)) if saved else []
         if diffs:
             raise RunMismatchError(
                 f"{training_args.output_dir}: cannot resume a different run ({'; '.join(diffs)})"
             )
         check_adapter_base(resume, weights, sg_args.model)
     elif not owns_output_dir:
-        check_output_dir(training_args.output_dir, _run_keys(run), sg_args.overwrite_output_dir)
+        check_output_dir(training_args.output_dir, run_keys(run), sg_args.overwrite_output_dir)
     training_args.resume_from_checkpoint = resume
-    check_synthesis_settings(sg_args)
+    checksynthesis_settings(sg_args)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", "0") or 0) or training_args.distributed_state.num_processes
     if training_args.use_cpu:
         set_cpu_threads(sg_args.torch_threads, local)
@@ -227,22 +228,13 @@ def plan_run(
     return plan
 
 
-def check_synthesis_settings(sg_args: SelfGuideArguments) -> None:
+def checksynthesis_settings(sg_args: SelfGuideArguments) -> None:
     """The corpus is there and has its field before the first generation (its head only: synthesis reads it)."""
     if sg_args.dataset_path or not sg_args.corpus:
         return
     from selfguide_hf.corpus import check_corpus
 
     check_corpus(sg_args.corpus, sg_args.corpus_field)
-
-
-def _run_keys(run: SelfGuideRun) -> dict[str, Any]:
-    return {
-        "task": run.spec.name,
-        "task_fingerprint": run.spec.fingerprint(),
-        "weights_fingerprint": run.weights,
-        "method": run.args.method,
-    }
 
 
 # ---------------------------------------------------------------- synthesis
@@ -321,52 +313,6 @@ def check_enough_data(run: SelfGuideRun, data: SyntheticData) -> None:
 
 
 # ----------------------------------------------------------------- training
-def training_identity(run: SelfGuideRun, data: SyntheticData) -> dict[str, Any]:
-    """Everything the trained weights depend on; any difference retrains, and a rerun names it."""
-    targs, margs = run.training_args, run.model_args
-    declared = {name: getattr(run.args, name) for name in SelfGuideArguments.of_stage("training")}
-    return {
-        **_run_keys(run),
-        "tokenizer": run.tokenizer,
-        "synthetic_rows": data.fingerprint,
-        **(
-            {"answers_with_reasoning": True} if data.reasoning else {}
-        ),  # absent otherwise: old adapters match
-        "settings": declared,
-        "training": weight_settings(targs),
-        "model": weight_settings(margs),
-        "processes": targs.distributed_state.num_processes,
-        "code": stage_sources_hash("trainer"),
-    }
-
-
-def _synthesis_settings(run: SelfGuideRun) -> dict[str, Any] | None:
-    """Every synthesis parameter of the run (None when it trains on a file): a rerun names what changed."""
-    return None if run.args.dataset_path else synthesis_config(run.args, run.front).to_dict()
-
-
-def _manifest(run: SelfGuideRun, data: SyntheticData, identity: dict[str, Any]) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        package_version = version("selfguide-hf")
-    except PackageNotFoundError:  # run from a source tree without installing
-        package_version = "unknown"
-    return {
-        **_run_keys(run),
-        "base_model": run.base_model_id,
-        "identity": identity,
-        "complete": False,
-        "num_inputs": run.args.num_inputs,
-        "synthesis_seed": run.synthesis_seed,
-        "synthesis": run.args.synthesis,
-        "synthesis_settings": _synthesis_settings(run),
-        "settings": plain_value({f: getattr(run.args, f) for f in SelfGuideArguments.declared()}),
-        "synthetic_source": data.source,
-        "selfguide_hf_version": package_version,
-    }
-
-
 def train(run: SelfGuideRun, data: SyntheticData) -> TrainResult:
     """Train the adapter, or reuse the finished one when nothing it depends on changed."""
     started = time.perf_counter()
@@ -387,11 +333,11 @@ def train(run: SelfGuideRun, data: SyntheticData) -> TrainResult:
     elif (saved := read_manifest(out)) is not None:
         if any(line.startswith("synthetic_rows:") for line in why):  # name the settings that made new rows
             made = describe_changes(
-                {"synthesis": saved.get("synthesis_settings")}, {"synthesis": _synthesis_settings(run)}
+                {"synthesis": saved.get("synthesis_settings")}, {"synthesis": synthesis_settings(run)}
             )
             why = [*made, *why] if saved.get("synthesis_settings") is not None else why
         _say(f"training the adapter in {out} again: " + "; ".join(why[:6]) + (" ..." if len(why) > 6 else ""))
-    manifest = _manifest(run, data, identity)
+    manifest = new_manifest(run, data, identity)
     state.wait_for_everyone()  # everyone has read the folder before the main process changes it
     if run.is_main_process:
         remove_partial_saves(out)  # what a killed save left; the run folder is ours (locked)
@@ -449,6 +395,11 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
     data = build_synthetic_dataset(run)
     check_enough_data(run, data)
     result = train(run, data)
+    others = [draw_run(run, k) for k in range(1, run.args.draws)]  # --draws N: the same run, seeds + k
+    for other in others:
+        other_data = build_synthetic_dataset(other)
+        check_enough_data(other, other_data)
+        train(other, other_data)
     report: dict[str, Any] | None = None
     if run.args.evaluate:
         state = run.training_args.distributed_state
@@ -477,6 +428,10 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
                     else run.args.eval_split,
                 },
             )
+            if others:
+                tuned_draws = [tuned] + [evaluate(o, rows, o.output_dir, "self_guided") for o in others]
+                seeds = [(r.synthesis_seed, r.training_args.seed) for r in (run, *others)]
+                combine_draws(report, tuned_draws, seeds)
             write_report(report, run.run_dir)
             write_json_atomic(
                 run.output_dir / EVAL_NAME,

@@ -224,6 +224,12 @@ class SelfGuideArguments:
     eval_file: str | None = _setting(
         None, "evaluation", "JSONL/CSV eval file with input and output, for tasks that are not bundled."
     )
+    draws: int = _setting(
+        1,
+        "evaluation",
+        "Independent synthesis-and-training draws (seeds moved by 1, 2, ...), each scored on the same rows; "
+        "the verdict's interval then covers the draws as well as the rows.",
+    )
     eval_batch_size: int = _setting(
         8, "evaluation", "Sequences decoded together when evaluating.", aliases=["--batch-size"]
     )

@@ -62,6 +62,7 @@ def verdict_word(interval: dict[str, Any]) -> str:
     return "no clear change"
 
 
+DRAW_SPREAD_POINTS = 10  # measured draw to draw on the bundled tasks (docs/BENCHMARKS.md, "Draw to draw")
 ONE_ANSWER_SHARE = 0.9  # an arm giving one answer on this share of the rows or more is named for it
 
 
@@ -92,11 +93,24 @@ def verdict_sentence(report: dict[str, Any]) -> str:
     """One sentence: the scores, the delta with its interval and word, the trivial baseline, the format share."""
     base, tuned = report["baseline"], report["self_guided"]
     interval = report["interval"]
-    parts = [
-        f"self-guided {tuned['score']:.1f} vs few-shot {base['score']:.1f}: {interval['delta']:+.1f}, "
-        f"{round(100 * interval['level'])} % CI {interval['low']:+.1f} to {interval['high']:+.1f}, "
-        f"{verdict_word(interval)}"
-    ]
+    draws = report.get("draws") or []
+    if len(draws) > 1:  # several synthesis-and-training draws: the interval covers them and the rows
+        summary = report["draws_summary"]
+        parts = [
+            f"self-guided {summary['mean']:.1f} ± {summary['sd']:.1f} over {len(draws)} draws vs few-shot "
+            f"{base['score']:.1f}: {interval['delta']:+.1f}, {round(100 * interval['level'])} % CI "
+            f"{interval['low']:+.1f} to {interval['high']:+.1f} (draws and rows), {verdict_word(interval)}"
+        ]
+        if interval.get("draws_disagree"):
+            deltas = ", ".join(f"{d['delta']:+.1f}" for d in draws)
+            parts.append(f"the draws disagree in sign ({deltas})")
+    else:
+        parts = [
+            f"self-guided {tuned['score']:.1f} vs few-shot {base['score']:.1f}: {interval['delta']:+.1f}, "
+            f"{round(100 * interval['level'])} % CI {interval['low']:+.1f} to {interval['high']:+.1f}, "
+            f"{verdict_word(interval)} (one draw; another draw of the same settings moved scores by up to "
+            f"±{DRAW_SPREAD_POINTS} points on the bundled tasks: --draws 3)"
+        ]
     trivial = report.get("trivial_baseline")
     if trivial:
         base_side, tuned_side = trivial_side(base, trivial), trivial_side(tuned, trivial)

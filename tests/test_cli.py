@@ -388,3 +388,31 @@ def test_a_partial_save_left_by_a_killed_training_is_removed(
     assert cli.main(run_args(tiny_model_dir, out)) == 0
     assert stages["training"] == 1 and not partial.exists()
     assert not list(out.glob(".adapter.saving*"))
+
+
+def test_two_draws_give_two_adapters_one_baseline_and_an_interval_over_both(
+    tiny_model_dir: Path, tmp_path: Path, stages: Counter, capsys
+) -> None:
+    """`selfguide run --draws 2`: draw 1 has its own seeds, data and adapter; the baseline is scored once."""
+    out = tmp_path / "run"
+    assert cli.main(run_args(tiny_model_dir, out, "--draws", "2")) == 0
+    assert stages["training"] == 2 and stages["baseline evaluation"] == 1 and stages["tuned evaluation"] == 2
+    first = json.loads((out / "adapter" / "selfguide_run.json").read_text())
+    second = json.loads((out / "draws" / "1" / "adapter" / "selfguide_run.json").read_text())
+    assert first["files"] != second["files"]  # two adapters
+    assert (second["synthesis_seed"], second["identity"]["training"]["seed"]) == (1, 43)
+    report = json.loads((out / "report.json").read_text())
+    assert [d["synthesis_seed"] for d in report["draws"]] == [0, 1]
+    assert report["interval"]["draws"] == 2 and "(draws and rows)" in report["verdict_sentence"]
+    assert " over 2 draws vs few-shot " in report["verdict_sentence"]
+    stages.clear()
+    assert cli.main(run_args(tiny_model_dir, out, "--draws", "2")) == 0  # a rerun reuses every draw
+    assert stages == Counter()
+
+
+def test_one_draw_says_so_in_the_verdict(finished_run: Path) -> None:
+    report = json.loads((finished_run / "report.json").read_text())
+    assert (
+        "(one draw; another draw of the same settings moved scores by up to ±10 points"
+        in report["verdict_sentence"]
+    )

@@ -1,0 +1,65 @@
+"""Several synthesis-and-training draws of one run, and the verdict over them.
+
+The same setting drawn again moved a score by about ±10 points on the bundled tasks
+(docs/BENCHMARKS.md), more than most deltas called "improved". Draw k of a run is the run
+with the synthesis and training seeds moved by k, its synthetic data and adapter in
+``<run dir>/draws/<k>/``, scored on the same rows as draw 0; the few-shot baseline is
+scored once. The combined interval resamples the rows and the draws
+(`verdict.draws_bootstrap`).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import statistics
+from typing import Any
+
+from selfguide_hf.run import SelfGuideRun
+from selfguide_hf.verdict import draws_bootstrap, verdict_sentence, verdict_word
+
+__all__ = ["DRAWS_DIR", "combine_draws", "draw_run"]
+
+DRAWS_DIR = "draws"
+
+
+def draw_run(run: SelfGuideRun, k: int) -> SelfGuideRun:
+    """Draw ``k`` (k >= 1) of ``run``: seeds moved by k, its own synthetic data and adapter folder."""
+    folder = run.run_dir / DRAWS_DIR / str(k)
+    args = dataclasses.replace(
+        run.args, synthesis_seed=run.args.synthesis_seed + k, run_dir=os.fspath(folder)
+    )
+    training_args = copy.copy(run.training_args)
+    training_args.seed = run.training_args.seed + k
+    training_args.output_dir = os.fspath(folder / "adapter")
+    return dataclasses.replace(
+        run, args=args, training_args=training_args, timings={}, push_adapter=False, hub_model_id=None
+    )
+
+
+def combine_draws(report: dict[str, Any], tuned: list[dict[str, Any]], seeds: list[tuple[int, int]]) -> None:
+    """Put every draw's score and delta in ``report["draws"]`` and judge the verdict on all of them."""
+    base = report["baseline"]
+    rows = [(base["row_scores"], arm["row_scores"]) for arm in tuned]
+    interval = draws_bootstrap(rows)
+    report["draws"] = [
+        {
+            "synthesis_seed": synthesis_seed,
+            "training_seed": training_seed,
+            "score": arm["score"],
+            "delta": round(arm["score"] - base["score"], 2),
+        }
+        for arm, (synthesis_seed, training_seed) in zip(tuned, seeds, strict=True)
+    ]
+    scores = [arm["score"] for arm in tuned]
+    report["draws_summary"] = {
+        "mean": round(statistics.fmean(scores), 2),
+        "sd": round(statistics.stdev(scores), 2) if len(scores) > 1 else 0.0,
+        "min": min(scores),
+        "max": max(scores),
+    }
+    report["interval"] = interval
+    report["delta"] = interval["delta"]
+    report["verdict"] = verdict_word(interval)
+    report["verdict_sentence"] = verdict_sentence(report)
