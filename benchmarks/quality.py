@@ -86,7 +86,7 @@ def row_of(report: dict[str, Any]) -> dict[str, Any]:
         "task": report["task"],
         "metric": report["metric"],
         "baseline": base.get("score"),
-        "self_guided": tuned.get("score"),
+        "self_guided": (report.get("draws_summary") or {}).get("mean", tuned.get("score")),  # over the draws
         "delta": report.get("delta"),
         "low": interval.get("low"),
         "high": interval.get("high"),
@@ -106,6 +106,8 @@ def row_of(report: dict[str, Any]) -> dict[str, Any]:
         "stage_minutes": report.get("timings_min", {}),
         # judged by the row interval of (arm - trivial rule) when the report has it (issue 24)
         "sides": report.get("trivial_sides"),
+        "draws": report.get("draws_summary")
+        and {**report["draws_summary"], "n": len(report.get("draws") or [])},
         "one_answer": {k: one_answer(report.get(k) or {}) for k in ("baseline", "self_guided")},
     }
 
@@ -179,6 +181,11 @@ def markdown(results: dict[str, Any]) -> str:
         shares = (
             f"{r.get('share_kind', '')}: {_fmt(r.get('baseline_share'))} / {_fmt(r.get('self_guided_share'))}"
         )
+        draws = r.get("draws")
+        if draws:  # --draws N: the mean over the draws, their spread, and the interval over draws and rows
+            interval += (
+                f", {draws['n']} draws, sd {draws['sd']:.1f} ({_fmt(draws['min'])}–{_fmt(draws['max'])})"
+            )
         lines.append(
             f"| {r['task']} | {r['metric']} | {_fmt(r['baseline'])} | {_fmt(r['self_guided'])} | "
             f"{_signed(r['delta'])}{interval} | {r.get('verdict') or '-'} | {trivial} | {versus} | {shares} | "

@@ -249,3 +249,24 @@ def test_the_table_judges_the_trivial_baseline_by_rows_and_names_one_answer_arms
     line = next(x for x in table.splitlines() if x.startswith("| task9 "))
     assert "at / at (few-shot answers `2` on 200 of 200 rows)" in line
     assert "self-guided above it on 0 of 1" in table
+
+
+def test_the_table_shows_the_mean_over_draws_and_their_spread() -> None:
+    from selfguide_hf.draws import combine_draws
+
+    quality = quality_module()
+    base = result(40.0, [100.0] * 40 + [0.0] * 60)
+    tuned = [result(s, [100.0] * int(s) + [0.0] * (100 - int(s))) for s in (60.0, 50.0, 40.0)]
+    report = build_report("task7", "m", "exact_match", base, tuned[0])
+    combine_draws(report, tuned, [(0, 42), (1, 43), (2, 44)])
+    assert report["draws_summary"] == {"mean": 50.0, "sd": 10.0, "min": 40.0, "max": 60.0}
+    assert report["delta"] == 10.0 and report["verdict_sentence"].startswith(
+        "self-guided 50.0 ± 10.0 over 3 draws"
+    )
+    row = quality.row_of({**report, "minutes": 1.0})
+    table = quality.markdown(
+        {"command": "c", "date": "d", "machine": "m", "report_only": True, "rows": [row],
+         "averages": {"exact_match": quality.averages([row], "exact_match")}}
+    )  # fmt: skip
+    line = next(x for x in table.splitlines() if x.startswith("| task7 "))
+    assert "| 40.0 | 50.0 | +10.0 (" in line and "3 draws, sd 10.0 (40.0–60.0)" in line
