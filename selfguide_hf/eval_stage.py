@@ -99,14 +99,10 @@ def evaluate(
     path = run.run_dir / EVAL_DIR / f"{name}.json"
     key = evaluation_key(run, rows, adapter)
     result: dict[str, Any] | None = None
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            saved = {}
-        if saved.get("key") == key:
-            _say(f"reusing the finished evaluation {path}")
-            result = saved["result"]
+    saved = _saved(path)
+    if saved.get("key") == key:
+        _say(f"reusing the finished evaluation {path}")
+        result = saved["result"]
     if result is None:
         scored = score(run, rows, adapter, shared)
         write_predictions(
@@ -116,6 +112,61 @@ def evaluate(
         write_json_atomic(path, {"key": key, "result": result})
     run.timings[f"{name.replace('_', '-')} evaluation"] = time.perf_counter() - started
     return result
+
+
+def evaluate_in_context(
+    run: SelfGuideRun, rows: list[dict[str, Any]], data: Any, shared: Any = None
+) -> dict[str, Any]:
+    """The base model with the k nearest synthetic pairs as its demonstrations, scored on ``rows`` (cached)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from selfguide_hf.evaluation import model_context, write_predictions
+    from selfguide_hf.in_context import score_in_context
+
+    started = time.perf_counter()
+    k = run.args.in_context_pairs
+    path = run.run_dir / EVAL_DIR / "in_context.json"
+    key = {
+        **evaluation_key(run, rows, None),
+        "arm": "in_context",
+        "pairs": k,
+        "synthetic_rows": data.fingerprint,
+    }
+    saved = _saved(path)
+    if saved.get("key") == key:
+        _say(f"reusing the finished evaluation {path}")
+        return saved["result"]
+    pairs = [{"input": r["input"], "output": r["output"]} for r in data.dataset]
+    tokenizer = AutoTokenizer.from_pretrained(run.model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    context = model_context(AutoConfig.from_pretrained(run.model_path))
+    engine, own = (shared.get(), False) if shared is not None and shared.get() is not None else (None, True)
+    if engine is not None:
+        engine.use_adapter(False)
+    else:
+        from selfguide_hf.engines import make_engine
+
+        engine = make_engine(
+            run.engine, run.model_path, tokenizer, batch_size=run.args.eval_batch_size, **run.vllm_options
+        )
+    try:
+        scored = score_in_context(engine, run.spec, rows, pairs, tokenizer, context, k)
+    finally:
+        if own and hasattr(engine, "close"):
+            engine.close()
+    write_predictions(run.run_dir / EVAL_DIR / "in_context.predictions.jsonl", rows, scored.predictions)
+    result = scored.summary()
+    write_json_atomic(path, {"key": key, "result": result})
+    run.timings["in-context evaluation"] = time.perf_counter() - started
+    return result
+
+
+def _saved(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 @contextlib.contextmanager

@@ -25,7 +25,14 @@ from selfguide_hf.distributed import end_processes
 from selfguide_hf.draws import combine_draws, draw_run
 from selfguide_hf.engines import resolve_engine
 from selfguide_hf.errors import ConfigError, exit_code
-from selfguide_hf.eval_stage import check_rows_fit, eval_rows, evaluate, evaluate_only, shared_vllm
+from selfguide_hf.eval_stage import (
+    check_rows_fit,
+    eval_rows,
+    evaluate,
+    evaluate_in_context,
+    evaluate_only,
+    shared_vllm,
+)
 from selfguide_hf.fingerprints import hash_value
 from selfguide_hf.funnel import more_inputs_advice, shortfall
 from selfguide_hf.memory_plan import MemoryPlan, what_to_change
@@ -405,9 +412,12 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
         state = run.training_args.distributed_state
         if run.is_main_process:
             assert rows is not None
-            with shared_vllm(run) as shared:  # one engine for both arms (the adapter as a LoRA)
+            with shared_vllm(run) as shared:  # one engine for every arm (the adapter as a LoRA)
                 baseline = evaluate(run, rows, None, "baseline", shared)
                 tuned = evaluate(run, rows, run.output_dir, "self_guided", shared)
+                in_context = (
+                    evaluate_in_context(run, rows, data, shared) if run.args.in_context_pairs else None
+                )
             report = build_report(
                 run.spec.name,
                 run.base_model_id,
@@ -427,6 +437,7 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
                     if run.args.eval_file
                     else run.args.eval_split,
                 },
+                in_context=in_context,
             )
             if others:
                 tuned_draws = [tuned] + [evaluate(o, rows, o.output_dir, "self_guided") for o in others]

@@ -27,8 +27,9 @@ def build_report(
     funnel: dict[str, Any] | None = None,
     timings: dict[str, float] | None = None,
     extra: dict[str, Any] | None = None,
+    in_context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Collect the figures of one run; `baseline` and `tuned` are `EvalResult.summary()` dicts."""
+    """Collect the figures of one run; `baseline`, `tuned`, `in_context` are `EvalResult.summary()` dicts."""
     report: dict[str, Any] = {
         "task": task,
         "model": model,
@@ -48,6 +49,16 @@ def build_report(
             report["interval"] = paired_bootstrap(baseline["row_scores"], tuned["row_scores"])
             report["verdict"] = verdict_word(report["interval"])
             report["trivial_baseline"] = tuned.get("trivial_baseline") or baseline.get("trivial_baseline")
+            if in_context and in_context.get(
+                "row_scores"
+            ):  # the synthetic pairs in the prompt, not the weights
+                report["in_context"] = in_context
+                report["in_context_interval"] = paired_bootstrap(
+                    baseline["row_scores"], in_context["row_scores"]
+                )
+                report["self_guided_vs_in_context"] = paired_bootstrap(
+                    in_context["row_scores"], tuned["row_scores"]
+                )
             report["verdict_sentence"] = verdict_sentence(report)
     return report
 
@@ -80,6 +91,12 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                 f"few-shot {sides['baseline']}, self-guided {sides['self_guided']}",
             )
         )
+    arm, vs = report.get("in_context"), report.get("self_guided_vs_in_context")
+    if arm and vs:
+        rows.append(
+            (f"synthetic pairs in context {report['metric']}", f"{arm['score']:.2f}  (self-guided {vs['delta']:+.2f}, "
+             f"95 % CI {vs['low']:+.2f} to {vs['high']:+.2f}; {arm.get('served') or ''})")
+        )  # fmt: skip
     served = (report.get("self_guided") or {}).get("served")
     if served:  # how vLLM ran the tuned model: the adapter on the base weights, or a merged copy
         rows.append(

@@ -224,6 +224,12 @@ class SelfGuideArguments:
     eval_file: str | None = _setting(
         None, "evaluation", "JSONL/CSV eval file with input and output, for tasks that are not bundled."
     )
+    in_context_pairs: int = _setting(
+        8,
+        "evaluation",
+        "The third arm: the base model with this many synthetic pairs (the nearest to each row by BM25, fewer "
+        "where the context is short) as its demonstrations; 0 leaves the arm out.",
+    )
     draws: int = _setting(
         1,
         "evaluation",

@@ -325,7 +325,7 @@ def check_settings(
         value = getattr(sg_args, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             problems.append(f"{flag(name)} must be a whole number >= 1, got {value!r}")
-    for name in ("eval_max_rows", "synthesis_seed"):
+    for name in ("eval_max_rows", "synthesis_seed", "in_context_pairs"):
         value = getattr(sg_args, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             problems.append(f"{flag(name)} must be a whole number >= 0, got {value!r}")

@@ -120,6 +120,12 @@ def verdict_sentence(report: dict[str, Any]) -> str:
         else:
             where = f"few-shot {base_side} and self-guided {tuned_side} the {trivial['name']} score {trivial['score']:.1f}"
         parts.append(where)
+    in_context, versus = report.get("in_context"), report.get("self_guided_vs_in_context")
+    if in_context and versus:
+        parts.append(
+            f"synthetic pairs in context {in_context['score']:.1f} (self-guided {versus['delta']:+.1f}, "
+            f"{verdict_word(versus)} against it)"
+        )
     for name, arm in (("few-shot", base), ("self-guided", tuned)):
         flagged = one_answer(arm)
         if flagged:
