@@ -106,6 +106,7 @@ def row_of(report: dict[str, Any]) -> dict[str, Any]:
         "stage_minutes": report.get("timings_min", {}),
         # judged by the row interval of (arm - trivial rule) when the report has it (issue 24)
         "sides": report.get("trivial_sides"),
+        "in_context": (report.get("in_context") or {}).get("score"),
         "draws": report.get("draws_summary")
         and {**report["draws_summary"], "n": len(report.get("draws") or [])},
         "one_answer": {k: one_answer(report.get(k) or {}) for k in ("baseline", "self_guided")},
@@ -186,9 +187,12 @@ def markdown(results: dict[str, Any]) -> str:
             interval += (
                 f", {draws['n']} draws, sd {draws['sd']:.1f} ({_fmt(draws['min'])}–{_fmt(draws['max'])})"
             )
+        verdict = r.get("verdict") or "-"
+        if r.get("in_context") is not None:  # the third arm, for the reader to set beside self-guided
+            verdict += f"; pairs in context {_fmt(r['in_context'])}"
         lines.append(
             f"| {r['task']} | {r['metric']} | {_fmt(r['baseline'])} | {_fmt(r['self_guided'])} | "
-            f"{_signed(r['delta'])}{interval} | {r.get('verdict') or '-'} | {trivial} | {versus} | {shares} | "
+            f"{_signed(r['delta'])}{interval} | {verdict} | {trivial} | {versus} | {shares} | "
             f"{r['kept']} / {r['raw']} | {r['num_eval']} | {r['minutes']} |"
         )
     for metric, avg in results["averages"].items():

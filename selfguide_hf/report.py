@@ -186,9 +186,12 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         if report.get(key):
             names.append(name)
             scores.append(report[key]["score"])
-    ax_scores.bar(names, scores, color=["#999999", "#2a7ab9"][: len(names)])
+    if report.get("in_context"):  # the third arm: the synthetic pairs in the prompt
+        names.append("pairs in context")
+        scores.append(report["in_context"]["score"])
+    ax_scores.bar(names, scores, color=["#999999", "#2a7ab9", "#7fb3d5"][: len(names)])
     interval = report.get("interval")
-    if interval and len(scores) == 2:  # the 95 % interval of the delta, drawn around the self-guided score
+    if interval and len(scores) >= 2:  # the 95 % interval of the delta, drawn around the self-guided score
         base_score = scores[0]
         low, high = base_score + interval["low"], base_score + interval["high"]
         ax_scores.errorbar(

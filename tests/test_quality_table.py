@@ -270,3 +270,25 @@ def test_the_table_shows_the_mean_over_draws_and_their_spread() -> None:
     )  # fmt: skip
     line = next(x for x in table.splitlines() if x.startswith("| task7 "))
     assert "| 40.0 | 50.0 | +10.0 (" in line and "3 draws, sd 10.0 (40.0–60.0)" in line
+
+
+def test_the_table_and_the_plot_carry_the_in_context_arm(tmp_path: Path) -> None:
+    from selfguide_hf.report import write_report
+
+    quality = quality_module()
+    base = result(40.0, [100.0] * 40 + [0.0] * 60)
+    tuned = result(60.0, [100.0] * 60 + [0.0] * 40)
+    arm = result(50.0, [100.0] * 50 + [0.0] * 50, served="8.0 synthetic pairs in context on average (k=8)")
+    report = build_report("task6", "m", "exact_match", base, tuned, in_context=arm)
+    assert report["self_guided_vs_in_context"]["delta"] == 10.0
+    row = quality.row_of({**report, "minutes": 1.0})
+    table = quality.markdown(
+        {"command": "c", "date": "d", "machine": "m", "report_only": True, "rows": [row],
+         "averages": {"exact_match": quality.averages([row], "exact_match")}}
+    )  # fmt: skip
+    assert "; pairs in context 50.0 |" in next(x for x in table.splitlines() if x.startswith("| task6 "))
+    written = write_report(report, tmp_path)
+    assert (
+        all(p.is_file() for p in written.values())
+        and "synthetic pairs in context" in (tmp_path / "report.md").read_text()
+    )
