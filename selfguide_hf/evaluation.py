@@ -173,6 +173,22 @@ def evaluate_model(
         engine = TransformersEngine(model, tokenizer, batch_size=batch_size, show_progress=show_progress)
     outputs = predict(engine, spec, tokenizer, [row["input"] for row in rows], max_new_tokens, reasoning)
     predictions = [extract_final_answer(o) or "" for o in outputs] if reasoning else outputs
+    result = scored_result(
+        spec,
+        rows,
+        predictions,
+        answered_with_reasoning=reasoning,
+        raw_outputs=outputs if reasoning else None,
+        no_answer_share=round(100.0 * predictions.count("") / len(rows), 2) if reasoning else None,
+    )
+    logger.info("%s: %s = %.2f on %d rows", spec.name, spec.metric, result.score, len(rows))
+    return result
+
+
+def scored_result(
+    spec: TaskSpec, rows: list[dict[str, Any]], predictions: list[str], **extra: Any
+) -> EvalResult:
+    """Score ``predictions`` on ``rows`` with the task's metric: every arm's result is built here."""
     scored = score_predictions(spec, predictions, [row["output"] for row in rows])
     result = EvalResult(
         task=spec.name,
@@ -181,16 +197,13 @@ def evaluate_model(
         num_examples=len(rows),
         predictions=predictions,
         row_scores=[float(x) for x in scored["scores"]],
-        answered_with_reasoning=reasoning,
-        raw_outputs=outputs if reasoning else None,
-        no_answer_share=round(100.0 * predictions.count("") / len(rows), 2) if reasoning else None,
+        **extra,
     )
     if spec.is_classification:
         result.majority_label, result.majority_rate = majority_class(rows)
         extracted = scored.get("extracted_predictions", predictions)
         result.prediction_counts = dict(Counter(str(p).strip().lower() for p in extracted).most_common(10))
     add_format_shares(result, spec, rows)
-    logger.info("%s: %s = %.2f on %d rows", spec.name, spec.metric, result.score, len(rows))
     return result
 
 

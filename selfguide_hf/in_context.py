@@ -13,13 +13,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from selfguide_hf.evaluation import (
-    EvalResult,
-    add_format_shares,
-    answer_budget,
-    majority_class,
-    score_predictions,
-)
+from selfguide_hf.evaluation import EvalResult, answer_budget, scored_result
 from selfguide_hf.generation import SamplingParams
 from selfguide_hf.prompts import render_task_prompt, stop_strings
 from selfguide_hf.task import Demonstration, TaskSpec
@@ -93,18 +87,7 @@ def score_in_context(
         max_new_tokens=answer_budget(spec, tokenizer), temperature=0.0, n=1, stop=stop_strings(tokenizer)
     )
     predictions = [samples[0] for samples in engine.generate(prompts, sampling)]
-    scored = score_predictions(spec, predictions, [row["output"] for row in rows])
-    result = EvalResult(
-        task=spec.name,
-        metric=spec.metric,
-        score=float(scored[spec.metric]),
-        num_examples=len(rows),
-        predictions=predictions,
-        row_scores=[float(x) for x in scored["scores"]],
-    )
-    if spec.is_classification:
-        result.majority_label, result.majority_rate = majority_class(rows)
-    add_format_shares(result, spec, rows)
+    result = scored_result(spec, rows, predictions)
     result.served = f"{sum(used) / max(len(used), 1):.1f} synthetic pairs in context on average (k={k})"
     logger.info("%s in context: %s = %.2f on %d rows", spec.name, spec.metric, result.score, len(rows))
     return result
