@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -170,14 +170,16 @@ def _saved(path: Path) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def shared_vllm(run: SelfGuideRun) -> Iterator[Any]:
-    """One vLLM engine for both arms when the run evaluates on vLLM and trained a LoRA adapter, else None."""
+def shared_vllm(run: SelfGuideRun, draws: Sequence[SelfGuideRun] = ()) -> Iterator[Any]:
+    """One vLLM engine for every arm when the run evaluates on vLLM and trained LoRA adapters (every
+    draw's), else None."""
     from selfguide_hf.evaluation import SharedVLLMEngine
 
-    if run.engine != "vllm" or not (run.output_dir / "adapter_config.json").is_file():
+    adapters = [r.output_dir for r in (run, *draws) if (r.output_dir / "adapter_config.json").is_file()]
+    if run.engine != "vllm" or not adapters:
         yield None
         return
-    shared = SharedVLLMEngine(run.model_path, run.output_dir, run.vllm_options)
+    shared = SharedVLLMEngine(run.model_path, adapters, run.vllm_options)
     try:
         yield shared
     finally:

@@ -314,17 +314,18 @@ def evaluate_saved_model(
 
 
 class SharedVLLMEngine:
-    """One vLLM engine for both arms of an evaluation: the base model with the run's LoRA adapter.
+    """One vLLM engine for every arm of an evaluation: the base model with the run's LoRA adapters.
 
     Started on first use (an arm whose score is cached starts nothing); the few-shot arm is
-    served without the adapter, the tuned arm with it. Where vLLM cannot serve the adapter,
-    `failed` says why and each arm runs its own way (the tuned one on a merged copy).
+    served without an adapter, each tuned arm (one per draw) with its own. Where vLLM cannot
+    serve the adapters, `failed` says why and each arm runs its own way (merged copies).
     """
 
     def __init__(
-        self, model_path: str, adapter: str | os.PathLike[str], vllm_options: dict[str, Any]
+        self, model_path: str, adapters: list[str | os.PathLike[str]], vllm_options: dict[str, Any]
     ) -> None:
-        self.model_path, self.adapter, self.vllm_options = model_path, str(adapter), vllm_options
+        self.model_path, self.vllm_options = model_path, vllm_options
+        self.adapters = [str(a) for a in adapters]
         self.tokenizer: Any = None
         self.failed: str | None = None
         self._engine: Any = None
@@ -333,11 +334,12 @@ class SharedVLLMEngine:
         if self._engine is None and self.failed is None:
             from selfguide_hf.engines import make_engine
 
-            check_adapter_files(self.adapter)
+            for adapter in self.adapters:
+                check_adapter_files(adapter)
             try:
                 self.tokenizer = _vllm_tokenizer(self.model_path)
                 self._engine = make_engine(
-                    "vllm", self.model_path, self.tokenizer, lora_path=self.adapter, **self.vllm_options
+                    "vllm", self.model_path, self.tokenizer, lora_paths=self.adapters, **self.vllm_options
                 )
             except Exception as exc:
                 self.failed = one_line(exc)
@@ -371,12 +373,12 @@ def _evaluate_with_vllm(
         return _evaluate_merged_with_vllm(
             model_path, adapter, spec, rows, show_progress, vllm_options, reasoning
         )
-    own = shared is None or (lora and str(adapter) != shared.adapter)
-    holder = SharedVLLMEngine(model_path, adapter, vllm_options) if own else shared
+    own = shared is None or (lora and str(adapter) not in shared.adapters)
+    holder = SharedVLLMEngine(model_path, [adapter], vllm_options) if own else shared
     try:
         engine = holder.get()
         if engine is not None:
-            engine.use_adapter(lora)
+            engine.use_adapter(str(adapter) if lora else False)
             context = model_context(AutoConfig.from_pretrained(model_path))
             check_prompts_fit(spec, rows, holder.tokenizer, context, reasoning)
             result = evaluate_model(None, holder.tokenizer, spec, rows, engine=engine, reasoning=reasoning)

@@ -412,12 +412,15 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
         state = run.training_args.distributed_state
         if run.is_main_process:
             assert rows is not None
-            with shared_vllm(run) as shared:  # one engine for every arm (the adapter as a LoRA)
+            with shared_vllm(run, others) as shared:  # one engine for every arm (adapters as LoRAs)
                 baseline = evaluate(run, rows, None, "baseline", shared)
                 tuned = evaluate(run, rows, run.output_dir, "self_guided", shared)
                 in_context = (
                     evaluate_in_context(run, rows, data, shared) if run.args.in_context_pairs else None
                 )
+                tuned_draws = [tuned] + [
+                    evaluate(o, rows, o.output_dir, "self_guided", shared) for o in others
+                ]
             report = build_report(
                 run.spec.name,
                 run.base_model_id,
@@ -440,7 +443,6 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
                 in_context=in_context,
             )
             if others:
-                tuned_draws = [tuned] + [evaluate(o, rows, o.output_dir, "self_guided") for o in others]
                 seeds = [(r.synthesis_seed, r.training_args.seed) for r in (run, *others)]
                 combine_draws(report, tuned_draws, seeds)
             write_report(report, run.run_dir)

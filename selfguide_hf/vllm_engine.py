@@ -100,6 +100,7 @@ class VLLMEngine:
         threads: int | None = None,
         show_progress: bool = False,
         lora_path: str | None = None,
+        lora_paths: list[str] | None = None,
         **llm_kwargs: Any,
     ) -> None:
         from vllm import LLM
@@ -121,9 +122,11 @@ class VLLMEngine:
         if max_model_len is not None:
             kwargs["max_model_len"] = max_model_len
         self.lora_request: Any = None  # the adapter every request is served with (None: the base model)
-        self._lora_path = lora_path
-        if lora_path is not None:  # a LoRA adapter served on the base weights: no merged copy on disk
-            kwargs.update(enable_lora=True, max_loras=1, max_lora_rank=served_lora_rank(lora_path))
+        # LoRA adapters served on the base weights (no merged copy on disk): one, or one per draw
+        self._lora_paths = [str(p) for p in (lora_paths or ([lora_path] if lora_path else []))]
+        if self._lora_paths:
+            rank = max(served_lora_rank(path) for path in self._lora_paths)
+            kwargs.update(enable_lora=True, max_loras=len(self._lora_paths), max_lora_rank=rank)
         env: dict[str, str] = {"VLLM_CONFIGURE_LOGGING": os.environ.get("VLLM_CONFIGURE_LOGGING", "0")}
         if self.cpu:
             import torch
@@ -151,19 +154,22 @@ class VLLMEngine:
             self._restore_process()
             raise
         self._processes = _child_pids() - before  # any engine core or worker processes: waited for on close
-        if lora_path is not None:
+        if self._lora_paths:
             self.use_adapter(True)
 
-    def use_adapter(self, on: bool) -> None:
-        """Serve the next requests with the engine's LoRA adapter (``on``) or with the base model alone."""
-        if not on:
+    def use_adapter(self, which: bool | str) -> None:
+        """Serve the next requests with one of the engine's LoRA adapters (``True``: the first; a path:
+        that one) or, with ``False``, with the base model alone."""
+        if which is False:
             self.lora_request = None
             return
-        if self._lora_path is None:
-            raise ValueError("this vLLM engine was started without a LoRA adapter")
+        path = self._lora_paths[0] if which is True and self._lora_paths else str(which)
+        if path not in self._lora_paths:
+            raise ValueError(f"this vLLM engine was not started with the LoRA adapter {path}")
         from vllm.lora.request import LoRARequest
 
-        self.lora_request = LoRARequest("selfguide-adapter", 1, self._lora_path)
+        index = self._lora_paths.index(path) + 1  # vLLM's adapter ids start at 1
+        self.lora_request = LoRARequest(f"selfguide-adapter-{index}", index, path)
 
     # ------------------------------------------------------------ lifetime
     def close(self) -> None:

@@ -121,11 +121,11 @@ def test_selfguide_run_with_vllm_end_to_end(vllm_model_dir: Path, tmp_path: Path
     monkeypatch.setattr(pipeline, "train_adapter", train_adapter)
     from selfguide_hf import vllm_engine
 
-    starts: list[str | None] = []
+    starts: list[list[str] | None] = []
     real_init = vllm_engine.VLLMEngine.__init__
 
     def init(self, model_path, *args, **kwargs):
-        starts.append(kwargs.get("lora_path"))
+        starts.append(kwargs.get("lora_paths"))
         return real_init(self, model_path, *args, **kwargs)
 
     monkeypatch.setattr(vllm_engine.VLLMEngine, "__init__", init)
@@ -134,7 +134,7 @@ def test_selfguide_run_with_vllm_end_to_end(vllm_model_dir: Path, tmp_path: Path
     report = json.loads((out / "report.json").read_text())
     assert report["engine"] == "vllm" and report["self_guided"]["num_examples"] == 4
     # one engine for synthesis, then one for both evaluation arms, serving the adapter as a LoRA
-    assert starts == [None, str(out / "adapter")] and report["self_guided"]["served"] == "lora"
+    assert starts == [None, [str(out / "adapter")]] and report["self_guided"]["served"] == "lora"
     assert "LoRA on the base weights" in (out / "report.md").read_text()
     assert children_at_training == [[]]  # the synthesis engine was shut down first
     card = (out / "adapter" / "README.md").read_text()
@@ -384,3 +384,30 @@ def test_embedded_model_lora_and_merged_paths_score_alike_on_50_rows(tmp_path: P
     agree = sum(a == b for a, b in zip(lora.predictions, merged.predictions, strict=True))
     assert agree >= 49, agree  # float sums in another order may flip one greedy token at most
     print(f"LoRA {lora.score:.2f} vs merged {merged.score:.2f}; {agree}/50 identical answers")
+
+
+def test_every_draw_s_adapter_is_served_by_one_evaluation_engine(
+    vllm_model_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """`--draws 2 --engine vllm`: one engine serves the few-shot arm, the in-context arm and both adapters."""
+    from selfguide_hf import cli, vllm_engine
+    from tests.test_cli import run_args
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    starts: list[list[str] | None] = []
+    real_init = vllm_engine.VLLMEngine.__init__
+
+    def init(self, model_path, *args, **kwargs):
+        starts.append(kwargs.get("lora_paths"))
+        return real_init(self, model_path, *args, **kwargs)
+
+    monkeypatch.setattr(vllm_engine.VLLMEngine, "__init__", init)
+    out = tmp_path / "run"
+    assert cli.main([*run_args(vllm_model_dir, out), "--engine", "vllm", "--draws", "2"]) == 0
+    adapters = [str(out / "adapter"), str(out / "draws" / "1" / "adapter")]
+    # synthesis engines (none where the datasets cache already holds a draw's rows), then one evaluation engine
+    assert starts[-1] == adapters and all(start is None for start in starts[:-1])
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["draws"]) == 2 and report["self_guided"]["served"] == "lora"
+    second = json.loads((out / "draws" / "1" / "eval" / "self_guided.json").read_text())["result"]
+    assert second["served"] == "lora" and second["num_examples"] == report["baseline"]["num_examples"]
