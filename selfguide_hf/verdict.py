@@ -29,28 +29,16 @@ def paired_bootstrap(
     seed: int = DEFAULT_SEED,
     level: float = 0.95,
 ) -> dict[str, Any]:
-    """Mean of ``tuned - base`` per row and its percentile interval over ``resamples`` row resamples."""
-    import numpy as np
+    """Mean of ``tuned - base`` per row and its percentile interval over ``resamples`` row resamples.
 
+    The one-draw case of `draws_bootstrap` (the same resamples, the same numbers).
+    """
     if len(base) != len(tuned):
         raise ValueError(f"paired bootstrap needs the same rows: {len(base)} vs {len(tuned)} scores")
     if not base:
         raise ValueError("paired bootstrap needs at least one row")
-    diffs = np.asarray(tuned, dtype=float) - np.asarray(base, dtype=float)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(diffs), size=(resamples, len(diffs)))
-    means = diffs[picks].mean(axis=1)
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return {
-        "delta": round(float(diffs.mean()), 2),
-        "low": round(float(low), 2),
-        "high": round(float(high), 2),
-        "level": level,
-        "resamples": resamples,
-        "seed": seed,
-        "rows": len(diffs),
-    }
+    interval = draws_bootstrap([(base, tuned)], resamples=resamples, seed=seed, level=level)
+    return {k: v for k, v in interval.items() if k not in ("draws", "draw_deltas", "draws_disagree")}
 
 
 def verdict_word(interval: dict[str, Any]) -> str:

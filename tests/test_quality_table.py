@@ -17,6 +17,21 @@ def quality_module():
     return module
 
 
+def one_row_table(quality, row) -> str:
+    """The markdown table of one classification row."""
+    averages = {"exact_match": quality.averages([row], "exact_match")}
+    return quality.markdown(
+        {
+            "command": "c",
+            "date": "d",
+            "machine": "m",
+            "report_only": True,
+            "rows": [row],
+            "averages": averages,
+        }
+    )
+
+
 def result(score, rows, **extra):
     return {"score": score, "num_examples": len(rows), "metric": "m", "row_scores": rows, **extra}
 
@@ -242,10 +257,7 @@ def test_the_table_judges_the_trivial_baseline_by_rows_and_names_one_answer_arms
         result(34.5, [100.0] * 69 + [0.0] * 131, trivial_row_scores=rule, trivial_baseline=majority, label_share=100.0),
     )  # fmt: skip
     row = quality.row_of({**report, "minutes": 1.0})
-    table = quality.markdown(
-        {"command": "c", "date": "d", "machine": "m", "report_only": True, "rows": [row],
-         "averages": {"exact_match": quality.averages([row], "exact_match")}}
-    )  # fmt: skip
+    table = one_row_table(quality, row)
     line = next(x for x in table.splitlines() if x.startswith("| task9 "))
     assert "at / at (few-shot answers `2` on 200 of 200 rows)" in line
     assert "self-guided above it on 0 of 1" in table
@@ -264,10 +276,7 @@ def test_the_table_shows_the_mean_over_draws_and_their_spread() -> None:
         "self-guided 50.0 ± 10.0 over 3 draws"
     )
     row = quality.row_of({**report, "minutes": 1.0})
-    table = quality.markdown(
-        {"command": "c", "date": "d", "machine": "m", "report_only": True, "rows": [row],
-         "averages": {"exact_match": quality.averages([row], "exact_match")}}
-    )  # fmt: skip
+    table = one_row_table(quality, row)
     line = next(x for x in table.splitlines() if x.startswith("| task7 "))
     assert "| 40.0 | 50.0 | +10.0 (" in line and "3 draws, sd 10.0 (40.0–60.0)" in line
 
@@ -282,10 +291,7 @@ def test_the_table_and_the_plot_carry_the_in_context_arm(tmp_path: Path) -> None
     report = build_report("task6", "m", "exact_match", base, tuned, in_context=arm)
     assert report["self_guided_vs_in_context"]["delta"] == 10.0
     row = quality.row_of({**report, "minutes": 1.0})
-    table = quality.markdown(
-        {"command": "c", "date": "d", "machine": "m", "report_only": True, "rows": [row],
-         "averages": {"exact_match": quality.averages([row], "exact_match")}}
-    )  # fmt: skip
+    table = one_row_table(quality, row)
     assert "; pairs in context 50.0 |" in next(x for x in table.splitlines() if x.startswith("| task6 "))
     written = write_report(report, tmp_path)
     assert (

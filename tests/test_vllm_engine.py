@@ -87,6 +87,21 @@ def test_label_scores_agree_with_the_transformers_engine(engines) -> None:
         assert row == pytest.approx(ref, abs=1e-3)
 
 
+def record_engine_starts(monkeypatch) -> list[list[str] | None]:
+    """Every `VLLMEngine` started from now on, by the LoRA adapters it serves (None: the base alone)."""
+    from selfguide_hf import vllm_engine
+
+    starts: list[list[str] | None] = []
+    real_init = vllm_engine.VLLMEngine.__init__
+
+    def init(self, model_path, *args, **kwargs):
+        starts.append(kwargs.get("lora_paths"))
+        return real_init(self, model_path, *args, **kwargs)
+
+    monkeypatch.setattr(vllm_engine.VLLMEngine, "__init__", init)
+    return starts
+
+
 def test_selfguide_run_with_vllm_end_to_end(vllm_model_dir: Path, tmp_path: Path, monkeypatch) -> None:
     """Synthesis and both evaluations through vLLM; its engine core is gone before training starts."""
     import psutil
@@ -119,16 +134,7 @@ def test_selfguide_run_with_vllm_end_to_end(vllm_model_dir: Path, tmp_path: Path
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(pipeline, "train_adapter", train_adapter)
-    from selfguide_hf import vllm_engine
-
-    starts: list[list[str] | None] = []
-    real_init = vllm_engine.VLLMEngine.__init__
-
-    def init(self, model_path, *args, **kwargs):
-        starts.append(kwargs.get("lora_paths"))
-        return real_init(self, model_path, *args, **kwargs)
-
-    monkeypatch.setattr(vllm_engine.VLLMEngine, "__init__", init)
+    starts = record_engine_starts(monkeypatch)
     out = tmp_path / "run"
     assert cli.main([*run_args(vllm_model_dir, out), "--engine", "vllm"]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -390,18 +396,11 @@ def test_every_draw_s_adapter_is_served_by_one_evaluation_engine(
     vllm_model_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
     """`--draws 2 --engine vllm`: one engine serves the few-shot arm, the in-context arm and both adapters."""
-    from selfguide_hf import cli, vllm_engine
+    from selfguide_hf import cli
     from tests.test_cli import run_args
 
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    starts: list[list[str] | None] = []
-    real_init = vllm_engine.VLLMEngine.__init__
-
-    def init(self, model_path, *args, **kwargs):
-        starts.append(kwargs.get("lora_paths"))
-        return real_init(self, model_path, *args, **kwargs)
-
-    monkeypatch.setattr(vllm_engine.VLLMEngine, "__init__", init)
+    starts = record_engine_starts(monkeypatch)
     out = tmp_path / "run"
     assert cli.main([*run_args(vllm_model_dir, out), "--engine", "vllm", "--draws", "2"]) == 0
     adapters = [str(out / "adapter"), str(out / "draws" / "1" / "adapter")]
