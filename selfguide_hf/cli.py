@@ -1,6 +1,7 @@
 """The `selfguide` command: each subcommand is a slice of the one pipeline.
 
-    selfguide synthesize|train|run|evaluate [--config recipe.yaml] [flags]
+    selfguide synthesize|train|run|evaluate|plan [--config recipe.yaml] [flags]
+    selfguide sweep --tasks task199,task738 [--jobs N] [--ray-address ADDR] [run flags]
 
 The flags are the settings of `selfguide_hf.settings` (the recipe's, with
 dashes or underscores), read by the same parser as `recipes/sft.py`, so a
@@ -23,7 +24,7 @@ from selfguide_hf.settings_parser import parse_settings
 
 logger = logging.getLogger("selfguide_hf")
 
-USAGE = """usage: selfguide {synthesize,train,evaluate,run,plan} [--config FILE.yaml] [flags]
+USAGE = """usage: selfguide {synthesize,train,evaluate,run,plan,sweep} [--config FILE.yaml] [flags]
 
 SELF-GUIDE: a model improves at one task on data it writes itself.
 
@@ -35,6 +36,9 @@ commands:
   plan        the settings chosen for this machine and each stage's memory, from the model's config.json
               alone (no weights); --gpu-memory-gb N plans for a card you do not have, --json for a script;
               exit 2 when the run would not fit
+  sweep       `run` for many tasks at once (--tasks A,B,...), each a Ray task on a local cluster or the one at
+              --ray-address (--jobs N at once here; --cpus-per-task, --gpus-per-task), then one table of
+              verdicts; --output-dir holds a folder per task (default outputs/sweep); exit 1 if a task failed
 
 `selfguide COMMAND --help` lists every flag: the settings of recipes/sft.py (docs/TRAINING.md),
 plus --synthesis-option KEY=VALUE, --training-option KEY=VALUE, --push-to-hub REPO,
@@ -107,7 +111,13 @@ def cmd_plan(settings: tuple[Any, Any, Any], extra: dict[str, Any]) -> int:
 COMMANDS = {"synthesize": cmd_synthesize, "train": cmd_train, "evaluate": cmd_evaluate, "run": cmd_run}
 # Flags of one command that are not settings: what `evaluate` scores, where it writes the answers;
 # the card `plan` plans for, and its output as JSON.
-COMMAND_FLAGS = {"evaluate": ("--adapter", "--predictions"), "plan": ("--gpu-memory-gb", "--json")}
+COMMAND_FLAGS = {
+    "evaluate": ("--adapter", "--predictions"),
+    "plan": ("--gpu-memory-gb", "--json"),
+    "sweep": ("--tasks", "--jobs", "--cpus-per-task", "--gpus-per-task", "--output-dir"),
+}
+NUMBER_FLAGS = {"--gpu-memory-gb": float, "--jobs": int, "--cpus-per-task": int, "--gpus-per-task": float}
+DEFAULT_SWEEP_DIR = Path("outputs") / "sweep"
 SWITCHES = ("--json",)
 
 
@@ -119,6 +129,11 @@ def split_command_flags(command: str, argv: list[str]) -> tuple[dict[str, Any], 
         "verbose": False,
         "gpu-memory-gb": None,
         "json": False,
+        "tasks": None,
+        "jobs": 1,
+        "cpus-per-task": None,
+        "gpus-per-task": None,
+        "output-dir": DEFAULT_SWEEP_DIR,
     }
     rest: list[str] = []
     i = 0
@@ -140,15 +155,47 @@ def split_command_flags(command: str, argv: list[str]) -> tuple[dict[str, Any], 
 
 
 def _command_value(flag: str, text: str) -> Any:
-    if flag != "--gpu-memory-gb":
+    if flag == "--tasks":
+        tasks = [t.strip() for t in text.split(",") if t.strip()]
+        if not tasks:
+            raise ConfigError("--tasks: expected task names or spec files, separated by commas")
+        return tasks
+    kind = NUMBER_FLAGS.get(flag)
+    if kind is None:
         return Path(text)
     try:
-        value = float(text)
+        value = kind(text)
     except ValueError:
-        raise ConfigError(f"{flag}: expected a number of GB, got {text!r}") from None
-    if not 0 < value < 10_000:
-        raise ConfigError(f"{flag}: expected a number of GB > 0, got {text}")
+        raise ConfigError(
+            f"{flag}: expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+        ) from None
+    if not 0 < value < 10_000 and not (flag == "--gpus-per-task" and value == 0):
+        raise ConfigError(f"{flag}: expected a number > 0, got {text}")
     return value
+
+
+def cmd_sweep(settings: tuple[Any, Any, Any], extra: dict[str, Any], rest: list[str], argv: list[str]) -> int:
+    """Every task's `selfguide run` (the flags checked once, here), then the table of verdicts."""
+    if not extra["tasks"]:
+        raise ConfigError("selfguide sweep needs --tasks A,B,... (bundled names or spec files)")
+    if settings[0].task:
+        raise ConfigError("selfguide sweep takes --tasks A,B,..., not --task")
+    results, table = pipeline.sweep_tasks(
+        extra["tasks"],
+        extra["output-dir"],
+        rest,
+        command="selfguide " + " ".join(argv),
+        jobs=extra["jobs"],
+        address=settings[0].ray_address,
+        cpus_per_task=extra["cpus-per-task"],
+        gpus_per_task=extra["gpus-per-task"],
+    )
+    print(table)
+    failed = [row["task"] for row in results["rows"] if "error" in row]
+    if failed:
+        print(f"selfguide sweep: {len(failed)} of {len(results['rows'])} task(s) failed: {', '.join(failed)}",
+              file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command = argv[0]
-    if command not in (*COMMANDS, "plan"):
+    if command not in (*COMMANDS, "plan", "sweep"):
         print(f"{USAGE}\n\nselfguide: error: unknown command {command!r}", file=sys.stderr)
         return 2
     try:
@@ -170,12 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = parse_settings(
             rest,
             front="cli",
-            evaluate=command in ("run", "plan"),
+            evaluate=command in ("run", "plan", "sweep"),
             prog=f"selfguide {command}",
             gpu_memory_gb=extra["gpu-memory-gb"],
         )
         if command == "plan":
             return cmd_plan(settings, extra)
+        if command == "sweep":
+            return cmd_sweep(settings, extra, rest, argv)
         run = pipeline.prepare_run(
             *settings, argv, command_prefix="selfguide", owns_output_dir=True, front="cli"
         )

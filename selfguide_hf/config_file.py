@@ -20,13 +20,22 @@ from selfguide_hf.errors import ConfigError
 __all__ = ["closest", "known_keys", "load_config", "read_value"]
 
 
+# Settings that were removed, with what replaced them (named in the error for a flag or YAML key).
+REMOVED_SETTINGS = {
+    "vllm_data_parallel_size": "vLLM's offline engine does not start with data_parallel_size here; "
+    "engine replicas are --engine ray --ray-replicas N",
+}
+
+
 def known_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """Every destination of the parser (the YAML keys it accepts), with its action."""
     return {action.dest: action for action in parser._actions if action.dest not in ("help",)}
 
 
 def closest(key: str, known: Iterable[str]) -> str:
-    """' (did you mean ...?)' for a mistyped key, or ''."""
+    """' (did you mean ...?)' for a mistyped key, what replaced a removed one, or ''."""
+    if key in REMOVED_SETTINGS:
+        return f": it was removed ({REMOVED_SETTINGS[key]})"
     known = list(known)
     head = key.split("_")[0] + "_"
     # Same first word first: "lora_rank" should suggest "lora_r", not "local_rank".

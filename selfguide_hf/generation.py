@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 __all__ = [
+    "FailedCompletion",
     "GenerationEngine",
     "SamplingParams",
     "TransformersEngine",
@@ -112,6 +113,18 @@ class GenerationEngine(Protocol):
     def score_choices(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
         """Return, per prompt, the total log-likelihood of each choice as its continuation."""
         ...
+
+
+class FailedCompletion(str):
+    """A completion the engine could not make (empty text); ``reason`` says why. Counted, never kept."""
+
+    def __new__(cls, reason: str) -> FailedCompletion:
+        made = super().__new__(cls, "")
+        made.reason = reason
+        return made
+
+    def __reduce__(self) -> tuple[Any, ...]:  # gathered across processes: keep the reason
+        return (FailedCompletion, (self.reason,))
 
 
 def eos_token_ids(generation_config: Any, tokenizer: Any) -> list[int]:

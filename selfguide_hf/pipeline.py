@@ -235,6 +235,17 @@ def plan_run(
     return plan
 
 
+def sweep_tasks(
+    tasks: Sequence[str], out_dir: Path, passthrough: Sequence[str], **options: Any
+) -> tuple[dict, str]:
+    """`selfguide sweep`: each task's `selfguide run` as a Ray task; the results and their table."""
+    from selfguide_hf.sweep import sweep
+    from selfguide_hf.sweep_table import sweep_table
+
+    results = sweep(tasks, out_dir, passthrough, **options)
+    return results, sweep_table(results)
+
+
 def checksynthesis_settings(sg_args: SelfGuideArguments) -> None:
     """The corpus is there and has its field before the first generation (its head only: synthesis reads it)."""
     if sg_args.dataset_path or not sg_args.corpus:

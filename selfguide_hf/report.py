@@ -67,6 +67,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     """(what, value) rows shared by the printed table and the markdown."""
     model = report["model"] + (f" ({report['model_note']})" if report.get("model_note") else "")
     rows = [("task", report["task"]), ("model", model)]
+    if report.get("engine"):
+        rows.append(("engine", report["engine"]))
     for key, name in (("baseline", "few-shot baseline"), ("self_guided", "self-guided")):
         result = report.get(key)
         if result:
@@ -115,6 +117,8 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((f"{name} answers that are labels", f"{result['label_share']:.1f} %{among_text}"))
         elif result.get("copy_share") is not None:
             rows.append((f"{name} answers copying the input", f"{result['copy_share']:.1f} %"))
+        if result.get("failed_rows"):  # rows the engine could not answer (Ray keeps them), scored as empty
+            rows.append((f"{name} rows failed in the engine", str(result["failed_rows"])))
         if result.get("no_answer_share") is not None:  # evaluated with reasoning: unreadable replies score 0
             rows.append((f"{name} replies with no Answer: line", f"{result['no_answer_share']:.1f} %"))
     funnel = report.get("funnel") or {}

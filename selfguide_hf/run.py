@@ -58,14 +58,18 @@ class SelfGuideRun:
 
     @property
     def vllm_options(self) -> dict[str, Any]:
-        """What vLLM is started with beyond the model: memory and parallelism (the data does not depend on them)."""
+        """What vLLM (or Ray's replicas of it) is started with beyond the model: memory, parallelism, the
+        cluster (the data does not depend on them)."""
         options: dict[str, Any] = {}
         if self.args.vllm_kv_cache_gb is not None:
             options["kv_cache_gb"] = self.args.vllm_kv_cache_gb
         if self.args.vllm_tensor_parallel_size > 1:
             options["tensor_parallel_size"] = self.args.vllm_tensor_parallel_size
-        if self.args.vllm_data_parallel_size > 1:
-            options["data_parallel_size"] = self.args.vllm_data_parallel_size
+        if self.engine == "ray":
+            options["replicas"] = self.args.ray_replicas
+            options["backend"] = self.args.ray_backend
+            if self.args.ray_address:
+                options["address"] = self.args.ray_address
         return options
 
     @property

@@ -82,6 +82,7 @@ def choices_of(name: str) -> Callable[[], list[str]]:
         "corpus_modes": lambda: list(CORPUS_MODES),
         "retrievers": lambda: sorted(_retrievers()),
         "engines": lambda: list(_engines()),
+        "ray_backends": lambda: list(_ray_backends()),
     }
     return sources[name]
 
@@ -90,6 +91,12 @@ def _retrievers() -> Any:
     from selfguide_hf.corpus import RETRIEVERS
 
     return RETRIEVERS
+
+
+def _ray_backends() -> Any:
+    from selfguide_hf.ray_cluster import RAY_BACKENDS
+
+    return RAY_BACKENDS
 
 
 def _engines() -> Any:
@@ -175,7 +182,9 @@ class SelfGuideArguments:
     engine: str = _setting(
         "auto",
         "synthesis",
-        "Generation engine for synthesis and evaluation: auto (vLLM when installed, else transformers).",
+        "Generation engine for synthesis and evaluation: auto (vLLM when installed, else transformers), "
+        "transformers, vllm, or ray (vLLM replicas on a Ray cluster through Ray Data LLM; --ray-replicas, "
+        "--ray-address).",
         choices="engines",
     )
     vllm_kv_cache_gb: float | None = _setting(
@@ -187,7 +196,26 @@ class SelfGuideArguments:
     vllm_tensor_parallel_size: int = _setting(
         1, "none", "GPUs one vLLM model is split over.", aliases=["--tensor-parallel-size"]
     )
-    vllm_data_parallel_size: int = _setting(1, "none", "vLLM engine replicas (data parallel).")
+    ray_address: str | None = _setting(
+        None,
+        "none",
+        "--engine ray: the Ray cluster to run on (ray://host:10001, or auto for the one this machine "
+        "belongs to); default: a local cluster on this machine.",
+    )
+    ray_backend: str = _setting(
+        "replicas",
+        "none",
+        "--engine ray: replicas (vLLM engines as Ray actors that stay up for a stage; each call split "
+        "among them) or data (each call a Ray Dataset through Ray Data LLM, which starts its replicas "
+        "per call).",
+        choices="ray_backends",
+    )
+    ray_replicas: int = _setting(
+        1,
+        "none",
+        "--engine ray: vLLM engine replicas (data parallel), each --tensor-parallel-size devices wide "
+        "(on a CPU: this machine's cores divided among them).",
+    )
     # --- training
     method: str = _setting(
         AUTO_METHOD,

@@ -321,7 +321,7 @@ def check_settings(
             if isinstance(value, float) and not math.isfinite(value):
                 problems.append(f"{flag(f.name)} must be a finite number, got {value}")
     for name in ("num_inputs", "max_train_rows", "torch_threads", "eval_batch_size", "min_pairs", "draws",
-                 "vllm_tensor_parallel_size", "vllm_data_parallel_size"):  # fmt: skip
+                 "vllm_tensor_parallel_size", "ray_replicas"):  # fmt: skip
         value = getattr(sg_args, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             problems.append(f"{flag(name)} must be a whole number >= 1, got {value!r}")

@@ -47,8 +47,8 @@ from selfguide_hf.filters import (
     length_window,
     normalize_answer,
 )
-from selfguide_hf.funnel import Funnel
-from selfguide_hf.generation import GenerationEngine, SamplingParams
+from selfguide_hf.funnel import ENGINE_FAILED, Funnel
+from selfguide_hf.generation import FailedCompletion, GenerationEngine, SamplingParams
 from selfguide_hf.prompts import (
     input_generation_stop_strings,
     render_input_generation_prompt,
@@ -274,11 +274,21 @@ class _Synthesis(AnnotationMixin):
             seed=derive_seed(c.seed, round_index, "inputs"),
         )
         outputs = generate_distributed(self.engine, prompts, sampling, self.state)
-        return [self.input_prefix + outs[0] if outs and outs[0] else "" for outs in outputs]
+        return [
+            outs[0]
+            if isinstance(outs[0], FailedCompletion)
+            else self.input_prefix + outs[0]
+            if outs[0]
+            else ""
+            for outs in outputs
+        ]
 
     def filter_inputs(self, texts: list[str], funnel: Funnel) -> list[str]:
         accepted = []
         for text in texts:
+            if isinstance(text, FailedCompletion):  # the engine failed on this row (--engine ray)
+                funnel.drop(ENGINE_FAILED, example=text.reason)
+                continue
             if self.config.drop_truncated and self._count_tokens(text) >= self.input_budget - 1:
                 funnel.drop("input:truncated", example=text)
                 continue

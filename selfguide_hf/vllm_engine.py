@@ -137,6 +137,10 @@ class VLLMEngine:
             kv_cache_gb = DEFAULT_CPU_KV_CACHE_GB if kv_cache_gb is None else kv_cache_gb
             self.threads = threads if threads is not None else torch.get_num_threads()
             env.update(cpu_thread_env(self.threads))
+        elif int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            # under accelerate launch each process serves its own share of the prompts on its own GPU(s),
+            # vLLM joining the launcher's process group (as TRL's colocate mode does)
+            kwargs.setdefault("distributed_executor_backend", "external_launcher")
         if kv_cache_gb is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_cache_gb * (1 << 30))
         logger.info("starting vLLM on %s (%s)", model_path, "CPU" if self.cpu else "GPU")
