@@ -38,16 +38,30 @@ def derive_seed(seed: int, round_index: int, purpose: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
+DISAGREES = "annotation:disagrees_with_drawn_label"  # label_source "agree": the annotation named another
+
+
 class AnnotationMixin:
     """`annotate` and `label_by_likelihood` for the synthesis loop."""
 
     # ----------------------------------------------------------- annotation
-    def annotate(self, round_index: int, inputs: list[str], funnel: Funnel) -> dict[str, Any]:
+    def annotate(
+        self, round_index: int, inputs: list[str], funnel: Funnel, drawn: list[str | None] | None = None
+    ) -> dict[str, Any]:
         """Sampled answers voted into rows now; label log-likelihoods, labelled once all rounds are in.
 
         Returns ``{"rows": [...]}`` (vote) or ``{"scored": [{"input", "scores"}]}`` (likelihood);
-        inputs without a trusted answer are counted in the funnel.
+        inputs without a trusted answer are counted in the funnel. ``drawn``: the label each input was
+        written for, which ``label_source`` "condition" keeps as the row's label (nothing is annotated)
+        and "agree" requires the annotation to match.
         """
+        source = self.config.label_source
+        drawn = list(drawn) if drawn is not None else [None] * len(inputs)
+        if source == "condition":
+            return {
+                "rows": [self._row(t, d, round_index, 1.0, None) for t, d in zip(inputs, drawn)],
+                "scored": [],
+            }
         think = self.config.chain_of_thought and not self.by_likelihood
         prompts = [render_task_prompt(self.spec, text, self.tokenizer, think) for text in inputs]
         fits = [
@@ -59,23 +73,29 @@ class AnnotationMixin:
                 funnel.drop("annotation:too_long", example=text)
         inputs = [t for t, ok in zip(inputs, fits) if ok]
         prompts = [p for p, ok in zip(prompts, fits) if ok]
+        drawn = [d for d, ok in zip(drawn, fits) if ok]
         if not inputs:
             return {"rows": [], "scored": []}
         if self.by_likelihood:
             scores = score_distributed(self.engine, prompts, self._choices(), self.state)
             scored = []
-            for text, row in zip(inputs, scores):
+            for text, row, label in zip(inputs, scores, drawn):
                 if all(math.isfinite(x) for x in row):
-                    scored.append({"input": text, "scores": row})
+                    scored.append(
+                        {"input": text, "scores": row, **({"drawn": label} if source == "agree" else {})}
+                    )
                 else:  # a step the engine could not run (--engine ray keeps failed rows)
                     funnel.drop(ENGINE_FAILED, example=text)
             return {"rows": [], "scored": scored}
         answers = self._annotate_by_vote(round_index, prompts, funnel)
-        rows = [
-            self._row(text, answer[0], round_index, answer[1], answer[2], answer[3])
-            for text, answer in zip(inputs, answers)
-            if answer is not None
-        ]
+        rows = []
+        for text, answer, label in zip(inputs, answers, drawn):
+            if answer is None:
+                continue
+            if source == "agree" and answer[0] != label:
+                funnel.drop(DISAGREES, example=f"{text} -> {answer[0]} (written for {label})")
+                continue
+            rows.append(self._row(text, answer[0], round_index, answer[1], answer[2], answer[3]))
         return {"rows": rows, "scored": []}
 
     def _row(
@@ -201,6 +221,11 @@ class AnnotationMixin:
         for (round_index, item), row, best in zip(scored, probs, choice):
             if row[best] < self.config.min_label_probability:
                 funnel.drop("vote:low_confidence")
+                continue
+            if "drawn" in item and self.labels[best] != item["drawn"]:  # label_source "agree"
+                funnel.drop(
+                    DISAGREES, example=f"{item['input']} -> {self.labels[best]} (written for {item['drawn']})"
+                )
                 continue
             rows.append(self._row(item["input"], self.labels[best], round_index, row[best], None))
         return rows

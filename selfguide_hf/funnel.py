@@ -39,6 +39,7 @@ STAGE_ORDER: tuple[str, ...] = (
     "annotation:length",
     "annotation:no_label",
     "annotation:ambiguous_label",
+    "annotation:disagrees_with_drawn_label",
     "vote:min_frequency",
     "vote:low_confidence",
     "balance",

@@ -114,20 +114,23 @@ class RayEngine:
             engine_kwargs.update(enable_lora=True, max_loras=len(self._lora_paths), max_lora_rank=rank)
         env = {"VLLM_CONFIGURE_LOGGING": "0", "TOKENIZERS_PARALLELISM": "false"}
         if self.cpu:
-            # the cluster's free CPUs (another engine may hold some), less the local cluster's room for
-            # Ray Data's row tasks
-            cores = int(ray.available_resources().get("CPU", 1)) - (0 if address else PROCESSING_SLOTS)
+            slots = 0 if address else PROCESSING_SLOTS  # the local cluster's room for Ray Data's row tasks
+            cores = int(ray.cluster_resources().get("CPU", 1)) - slots
             self.threads = threads or max(1, cores // (replicas * tensor_parallel_size))
-            need = self.threads * replicas * tensor_parallel_size
-            if address is None and need > max(cores, 1):  # Ray would wait for them forever
+            # the data backend's replica asks Ray for one CPU and computes on `threads`: its row tasks
+            # then always find a CPU, whatever else holds the cluster's
+            need = (self.threads if backend == "replicas" else 1) * replicas * tensor_parallel_size
+            reserve = 1 if backend == "data" and not address else 0  # a CPU for Ray Data's row tasks
+            free = _free_cpus(ray, need + reserve) - reserve
+            if address is None and need > free:  # Ray would wait for them forever
                 raise ValueError(
                     f"{replicas} replica(s) of {self.threads} CPU(s) need {need} CPUs; this machine has "
-                    f"{max(cores, 1)} free: lower --ray-replicas (or give --ray-address a larger cluster)"
+                    f"{max(free, 0)} free: lower --ray-replicas (or give --ray-address a larger cluster)"
                 )
             engine_kwargs.update(enforce_eager=True, block_size=32)
             engine_kwargs["kv_cache_memory_bytes"] = int((kv_cache_gb or CPU_KV_CACHE_GB) * (1 << 30))
             env.update(VLLM_CPU_OMP_THREADS_BIND="nobind", OMP_NUM_THREADS=str(self.threads))
-            bundle: dict[str, float] = {"CPU": self.threads}
+            bundle: dict[str, float] = {"CPU": 1}
         else:
             self.threads = None
             if kv_cache_gb is not None:
@@ -311,6 +314,19 @@ class RayEngine:
             entry = step.get(token, step.get(str(token)))
             totals[k] += float(entry["logprob"] if isinstance(entry, dict) else entry)
         return [totals[i * len(choices) : (i + 1) * len(choices)] for i in range(len(prompts))]
+
+
+def _free_cpus(ray: Any, want: int, wait_s: float = 20.0) -> int:
+    """The cluster's free CPUs, waiting a little for ``want`` of them: a just-closed engine's actors
+    hand theirs back a moment after they are killed."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        free = int(ray.available_resources().get("CPU", 0))
+        if free >= want or time.monotonic() > deadline:
+            return free
+        time.sleep(0.5)
 
 
 def _model_context(model_path: str) -> int | None:

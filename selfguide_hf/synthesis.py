@@ -224,11 +224,16 @@ class _Synthesis(AnnotationMixin):
 
     # ----------------------------------------------------- input generation
     def input_prompts(self, round_index: int, count: int) -> list[str]:
+        """The round's input-generation prompts; ``self.drawn_labels``: the label each was written for."""
         rng = random.Random(f"{self.config.seed}:{round_index}:prompts")
-        return [self._one_input_prompt(rng) for _ in range(count)]
+        self.drawn_labels, prompts = [], []
+        for _ in range(count):  # one rng, label then examples, prompt by prompt
+            label = rng.choice(self.labels) if self.is_cls and self.config.label_conditioned else None
+            self.drawn_labels.append(label)
+            prompts.append(self._one_input_prompt(rng, label))
+        return prompts
 
-    def _one_input_prompt(self, rng: random.Random) -> str:
-        label = rng.choice(self.labels) if self.is_cls and self.config.label_conditioned else None
+    def _one_input_prompt(self, rng: random.Random, label: str | None) -> str:
         limit = min(self.config.max_pool_examples, len(self.pool))
         for _ in range(self.config.max_prompt_retries + 1 if limit else 0):
             examples = self._examples(rng, rng.randint(1, limit))
@@ -284,8 +289,10 @@ class _Synthesis(AnnotationMixin):
         ]
 
     def filter_inputs(self, texts: list[str], funnel: Funnel) -> list[str]:
+        """The inputs the filters keep; ``self.accepted_index``: the position of each in ``texts``."""
         accepted = []
-        for text in texts:
+        self.accepted_index: list[int] = []
+        for index, text in enumerate(texts):
             if isinstance(text, FailedCompletion):  # the engine failed on this row (--engine ray)
                 funnel.drop(ENGINE_FAILED, example=text.reason)
                 continue
@@ -298,6 +305,7 @@ class _Synthesis(AnnotationMixin):
                 continue
             self._remember(verdict.text)
             accepted.append(verdict.text)
+            self.accepted_index.append(index)
         return accepted
 
     # ---------------------------------------------------------------- rounds
@@ -306,6 +314,7 @@ class _Synthesis(AnnotationMixin):
         first = round_index * c.prompts_per_round
         count = min(c.prompts_per_round, self.raw_inputs - first)
         funnel = Funnel(raw=count)
+        self.drawn_labels = [None] * count
         if self.corpus_rows is not None and c.corpus_mode == "inputs":
             generated = self.corpus_rows[first : first + count]  # retrieved texts are the inputs
         else:
@@ -316,7 +325,8 @@ class _Synthesis(AnnotationMixin):
             generated = self.generate_inputs(round_index, prompts)
         accepted = self.filter_inputs(generated, funnel)
         self.pool.extend(accepted)
-        annotated = self.annotate(round_index, accepted, funnel)
+        drawn = [self.drawn_labels[i] for i in self.accepted_index]
+        annotated = self.annotate(round_index, accepted, funnel, drawn)
         return {
             "round": round_index,
             "accepted_inputs": accepted,
@@ -383,8 +393,8 @@ class _Synthesis(AnnotationMixin):
             funnel.merge(Funnel.from_dict(part))
             samples.update(part.get("notes", {}).get("sample_drops", {}))
         rows = [row for data in rounds for row in data["rows"]]
-        if self.by_likelihood:
-            rows = self.label_by_likelihood(rounds, funnel)
+        if self.by_likelihood:  # labelled now that every round is in (label_source "condition": already)
+            rows += self.label_by_likelihood(rounds, funnel)
         if self.is_cls:
             before = Counter(row["output"] for row in rows)
             funnel.notes["classes_before_balance"] = {label: before.get(label, 0) for label in self.labels}
@@ -406,7 +416,9 @@ class _Synthesis(AnnotationMixin):
             rounds=self.num_rounds,
             rounds_reused=reused,
             pool_size=len(self.pool),
-            annotation="likelihood"
+            annotation="none: the label each input was written for (label_source condition)"
+            if self.config.label_source == "condition"
+            else "likelihood"
             if self.by_likelihood
             else f"vote over {self.config.num_samples} samples"
             + (" (chain of thought)" if self.config.chain_of_thought else ""),

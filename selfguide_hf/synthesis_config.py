@@ -20,6 +20,7 @@ from selfguide_hf.prompts import REASONING_MAX_NEW_TOKENS
 __all__ = ["PRESETS", "SynthesisConfig"]
 
 ANNOTATION_METHODS = ("sample", "likelihood")
+LABEL_SOURCES = ("judge", "condition", "agree")
 CORPUS_MODES = ("inputs", "rewrite")
 # Keys that change nothing without a corpus (or with BM25): left out of the identity then, so that
 # adding them did not invalidate every cached dataset made without one.
@@ -59,6 +60,9 @@ class SynthesisConfig:
     corpus_embedding_model: str = DEFAULT_EMBEDDING_MODEL  # for "embeddings"
     # --- input generation
     label_conditioned: bool = True  # classification prompts name a uniformly drawn label
+    # whose label a classification row gets: "judge" (the model's annotation), "condition" (the label the
+    # input was written for; no annotation), "agree" (kept only when the annotation agrees with it)
+    label_source: str = "judge"
     max_pool_examples: int = 10  # each prompt shows 1..this many accepted inputs from earlier rounds
     input_temperature_classification: float = 0.7
     input_temperature_generation: float = 0.9
@@ -169,6 +173,18 @@ class SynthesisConfig:
         )
         _check(self.balance in BALANCE_METHODS, "balance", f"one of {list(BALANCE_METHODS)}", self.balance)
         _check(
+            self.label_source in LABEL_SOURCES,
+            "label_source",
+            f"one of {list(LABEL_SOURCES)}",
+            self.label_source,
+        )
+        _check(
+            self.label_source == "judge" or (self.label_conditioned is True and not self.corpus),
+            "label_source",
+            "judge unless each input is written for a drawn label (label_conditioned true, no corpus)",
+            self.label_source,
+        )
+        _check(
             isinstance(self.chain_of_thought, bool),
             "chain_of_thought",
             "true or false",
@@ -236,6 +252,8 @@ class SynthesisConfig:
     def to_dict(self) -> dict[str, Any]:
         """Every parameter that changes the rows (the corpus retriever's only with a corpus)."""
         out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if self.label_source == "judge":
+            out.pop("label_source")  # the behaviour before the setting existed: earlier caches stay valid
         if not self.corpus:
             for key in _CORPUS_ONLY:
                 out.pop(key)

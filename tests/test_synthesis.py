@@ -592,3 +592,61 @@ def test_balanced_assignment_keeps_inputs_that_balancing_would_drop(tokenizer: A
         result = synthesize(spec, skewed, tokenizer, config, show_progress=False)
         classes[assignment] = dict(Counter(row["output"] for row in result.rows))
     assert classes == {"argmax": {"support": 8}, "balanced": {"support": 4, "undermine": 4}}
+
+
+# ------------------------------------------------------------------ label_source (issue 24)
+class WritesForTheLabel(ScriptedEngine):
+    """Each input says which label its prompt named ("(for support)"); answers per the script."""
+
+    def generate(self, prompts: list[str], sampling: SamplingParams) -> list[list[str]]:
+        out = super().generate(prompts, sampling)
+        spec = bundled_spec("task738")
+        for i, prompt in enumerate(prompts):
+            if INPUT_REQUEST in prompt:
+                named = next(label for label in spec.labels if f'"{label}"' in prompt)
+                out[i] = [f"{text} (for {named})" for text in out[i]]
+        return out
+
+
+def _written_for(text: str) -> str:
+    return text.rsplit("(for ", 1)[1].rstrip(")")
+
+
+def test_label_source_condition_keeps_the_drawn_label_and_annotates_nothing(tokenizer: Any) -> None:
+    spec = bundled_spec("task738")
+    engine = WritesForTheLabel(answers=["support"])
+    config = cfg(num_inputs=12, prompts_per_round=6, label_source="condition", balance="none")
+    result = synthesize(spec, engine, tokenizer, config, show_progress=False)
+    assert len(result.rows) == 12
+    assert all(row["output"] == _written_for(row["input"]) for row in result.rows)
+    assert {row["output"] for row in result.rows} == set(spec.labels)  # not the judge's constant "support"
+    assert not engine.scored_prompts and all(s.n == 1 for s in engine.samplings)  # no annotation ran
+
+
+@pytest.mark.parametrize("annotation", ["sample", "likelihood"])
+def test_label_source_agree_drops_inputs_the_judge_labels_otherwise(tokenizer: Any, annotation: str) -> None:
+    from selfguide_hf.annotation import DISAGREES
+
+    spec = bundled_spec("task738")
+    support = spec.labels.index("support")
+    scores = [0.0 if j == support else -5.0 for j in range(len(spec.labels))]
+    engine = WritesForTheLabel(answers=["support"], scores=scores)  # the judge always says support
+    config = cfg(num_inputs=12, prompts_per_round=6, label_source="agree", balance="none",
+                 classification_annotation=annotation, label_calibration="none",
+                 label_assignment="argmax")  # fmt: skip
+    result = synthesize(spec, engine, tokenizer, config, show_progress=False)
+    assert result.rows and all(
+        row["output"] == "support" == _written_for(row["input"]) for row in result.rows
+    )
+    others = result.funnel.dropped.get(DISAGREES, 0)
+    assert others > 0 and others + len(result.rows) == 12, (others, len(result.rows))
+    assert all("(written for undermine)" in text for text in result.funnel.examples[DISAGREES])
+
+
+def test_label_source_needs_inputs_written_for_a_label_and_keeps_old_cache_keys() -> None:
+    with pytest.raises(ValueError, match="label_source"):
+        SynthesisConfig(label_source="condition", label_conditioned=False)
+    with pytest.raises(ValueError, match="label_source"):
+        SynthesisConfig(label_source="vote")
+    assert "label_source" not in SynthesisConfig().to_dict()  # judge: the key of caches made before it
+    assert SynthesisConfig(label_source="agree").to_dict()["label_source"] == "agree"
