@@ -130,27 +130,26 @@ def make_engine(
     **vllm_options: Any,
 ) -> Any:
     """A started engine of kind ``name`` (``transformers``, ``vllm`` or ``ray``) on the folder ``model_path``."""
-    if name == "ray":
-        from selfguide_hf.ray_engine import RayEngine
+    if name in ("ray", "vllm"):
+        if name == "ray":
+            from selfguide_hf.ray_engine import RayEngine as engine_class
 
-        try:
-            return RayEngine(model_path, tokenizer, seed=seed, show_progress=show_progress, **vllm_options)
-        except Exception as exc:
-            raise EngineError(
-                f"Ray could not start vLLM on {model_path}: {type(exc).__name__}: {exc} "
-                "(--engine vllm or --engine transformers run without Ray)"
-            ) from exc
-    vllm_options = {k: v for k, v in vllm_options.items() if k not in RAY_ONLY_OPTIONS}
-    if name == "vllm":
-        from selfguide_hf.vllm_engine import VLLMEngine
+            failed, instead = (
+                "Ray could not start vLLM",
+                "--engine vllm or --engine transformers run without Ray",
+            )
+        else:
+            from selfguide_hf.vllm_engine import VLLMEngine as engine_class
 
+            vllm_options = {k: v for k, v in vllm_options.items() if k not in RAY_ONLY_OPTIONS}
+            failed, instead = (
+                "vLLM could not start",
+                "engine='transformers' / --engine transformers runs without it",
+            )
         try:
-            return VLLMEngine(model_path, tokenizer, seed=seed, show_progress=show_progress, **vllm_options)
+            return engine_class(model_path, tokenizer, seed=seed, show_progress=show_progress, **vllm_options)
         except Exception as exc:
-            raise EngineError(
-                f"vLLM could not start on {model_path}: {type(exc).__name__}: {exc} "
-                "(engine='transformers' / --engine transformers runs without it)"
-            ) from exc
+            raise EngineError(f"{failed} on {model_path}: {type(exc).__name__}: {exc} ({instead})") from exc
     from selfguide_hf.models import load_causal_lm
 
     model, _ = load_causal_lm(model_path, device=device)

@@ -58,7 +58,8 @@ CPU_KV_CACHE_GB = 1.0  # per replica on a CPU
 
 
 class RayEngine:
-    """A :class:`~selfguide_hf.generation.GenerationEngine` over ``ray.data.llm``'s vLLM processor.
+    """A :class:`~selfguide_hf.generation.GenerationEngine` over vLLM replicas on Ray (``backend``:
+    actors that stay up, or Ray Data LLM's processor per call; see the module docstring).
 
     ``replicas`` engine replicas share each call's rows; ``address`` is a Ray
     cluster (``ray://host:10001`` or ``auto``; default: a local cluster);

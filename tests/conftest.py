@@ -10,6 +10,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 _HF_HOME = tempfile.mkdtemp(prefix="selfguide-test-hf-")
@@ -55,3 +56,15 @@ def ni_dir() -> Path:
     if not NI_DIR.is_dir():
         pytest.skip(f"{NI_DIR} not found (the shared NI tasks sit beside the repository)")
     return NI_DIR
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_a_local_ray_cluster() -> Iterator[None]:
+    """A module that started a local Ray cluster (--engine ray, selfguide sweep) stops it when done:
+    its daemons would otherwise poll on the cores for the rest of the suite."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
