@@ -1,9 +1,7 @@
 """Text generation behind one small strings-in / strings-out interface.
 
-Every stage that needs the model (input generation, annotation, label scoring,
-evaluation) talks to a :class:`GenerationEngine`. Prompts arrive already
-rendered (chat template applied by ``prompts.py``), so an engine only turns
-strings into completions; that is what lets a vLLM engine slot in later.
+Every stage that needs the model talks to a :class:`GenerationEngine` (here, vLLM's, Ray's):
+prompts arrive rendered by ``prompts.py``; an engine only turns strings into completions.
 
 :class:`TransformersEngine` is the reference implementation on plain
 ``transformers``. Its two cost savers matter on small hardware:
@@ -119,8 +117,7 @@ class FailedCompletion(str):
     """A completion the engine could not make (empty text); ``reason`` says why. Counted, never kept."""
 
     def __new__(cls, reason: str) -> FailedCompletion:
-        made = super().__new__(cls, "")
-        made.reason = reason
+        (made := super().__new__(cls, "")).reason = reason
         return made
 
     def __reduce__(self) -> tuple[Any, ...]:  # gathered across processes: keep the reason
