@@ -180,6 +180,12 @@ def cmd_sweep(settings: tuple[Any, Any, Any], extra: dict[str, Any], rest: list[
         raise ConfigError("selfguide sweep needs --tasks A,B,... (bundled names or spec files)")
     if settings[0].task:
         raise ConfigError("selfguide sweep takes --tasks A,B,..., not --task")
+    folders = [pipeline.sweep_folder(task) for task in extra["tasks"]]
+    twice = sorted({f for f in folders if folders.count(f) > 1})
+    if twice:  # two tasks would write one run folder
+        raise ConfigError(
+            f"--tasks: more than one task would use the run folder {twice[0]!r}; rename a spec file"
+        )
     results, table = pipeline.sweep_tasks(
         extra["tasks"],
         extra["output-dir"],

@@ -235,6 +235,13 @@ def plan_run(
     return plan
 
 
+def sweep_folder(task: str) -> str:
+    """The run folder name `selfguide sweep` gives a task."""
+    from selfguide_hf.sweep import task_folder
+
+    return task_folder(task)
+
+
 def sweep_tasks(
     tasks: Sequence[str], out_dir: Path, passthrough: Sequence[str], **options: Any
 ) -> tuple[dict, str]:

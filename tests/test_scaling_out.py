@@ -45,7 +45,8 @@ def test_sweep_runs_every_task_and_reports_a_failing_one(
         (["--jobs", "2"], "needs --tasks"),
         (["--tasks", "task738", "--task", "task199"], "not --task"),
         (["--tasks", "task738", "--jobs", "two"], "--jobs: expected an integer"),
-        (["--tasks", "task738", "--num-inputs", "-3"], "num"),
+        (["--tasks", "a/task738.json,b/task738.json"], "run folder 'task738'"),
+        (["--tasks", "task738", "--num-inputs", "-3"], "--num-inputs must be a whole number >= 1"),
     ],
 )
 def test_sweep_flags_are_checked_before_any_task_starts(flags, message, tmp_path: Path, capsys) -> None:
