@@ -230,44 +230,8 @@ class RayEngine:
         if self._replicas is not None:
             results, self.failures = self._replicas.generate(prompts, sampling, self.lora)
             return results
-        samples = 1 if sampling.greedy else sampling.n  # greedy samples are all the same: decode once
-        params: dict[str, Any] = {
-            "n": 1,
-            "temperature": sampling.temperature,
-            "top_k": sampling.top_k or 0,
-            "top_p": sampling.top_p or 1.0,
-            "max_tokens": sampling.max_new_tokens,
-            "stop": list(sampling.stop) or None,
-            "stop_token_ids": self.eos_token_ids,
-            "skip_special_tokens": True,  # vLLM detokenizes to find stop strings; we decode the token ids
-        }
-        rows = []
-        for i, ids in enumerate(self._encode(prompts)):
-            for k in range(samples):
-                seed = (
-                    None
-                    if (self.cpu or sampling.seed is None or sampling.greedy)
-                    else sampling.seed + i * samples + k
-                )
-                rows.append({"tokenized_prompt": ids, "sampling_params": {**params, "seed": seed}})
-        out = self._run(rows)
-        results = []
-        for i in range(len(prompts)):
-            texts = []
-            for row in out[i * samples : (i + 1) * samples]:
-                error = row.get("__inference_error__") or ""
-                if error:
-                    self.failures.append(error)
-                    texts.append(FailedCompletion(error))
-                else:
-                    tokens = [int(t) for t in row["generated_tokens"]]
-                    texts.append(decode_completion(self.tokenizer, tokens, sampling.stop, self.eos_token_ids))
-            results.append(texts * (sampling.n // samples))
-        if self.failures:
-            logger.warning(
-                "%d of %d rows failed in the engine: %s", len(self.failures), len(rows), self.failures[0]
-            )
-        return results
+        rows = self.generation_rows(prompts, sampling)
+        return self.read_generation(self._run(rows), len(prompts), sampling)
 
     def score_choices(self, prompts: list[str], choices: list[str]) -> list[list[float]]:
         """Total log-likelihood of each choice after each prompt (forced-choice steps, as `VLLMEngine`).
@@ -280,6 +244,78 @@ class RayEngine:
         if self._replicas is not None:
             scores, self.failures = self._replicas.score_choices(prompts, choices, self.lora)
             return scores
+        rows, owners = self.scoring_rows(prompts, choices)
+        return self.read_scores(self._run(rows) if rows else [], owners, len(prompts), len(choices))
+
+    # The ``data`` backend's rows and how their results are read: `generate` and `score_choices` are
+    # one dataset each; the rows of both can go in one (the tests do: each dataset restarts the replica).
+    def generation_rows(self, prompts: list[str], sampling: SamplingParams) -> list[dict[str, Any]]:
+        """One row per prompt and sample (one per prompt when greedy: the samples are all the same)."""
+        samples = 1 if sampling.greedy else sampling.n
+        params = {
+            "temperature": sampling.temperature,
+            "top_k": sampling.top_k or 0,
+            "top_p": sampling.top_p or 1.0,
+            "max_tokens": sampling.max_new_tokens,
+            "stop": list(sampling.stop) or None,
+        }
+        rows = []
+        for i, ids in enumerate(self._encode(prompts)):
+            for k in range(samples):
+                seed = (
+                    None
+                    if (self.cpu or sampling.seed is None or sampling.greedy)
+                    else sampling.seed + i * samples + k
+                )
+                rows.append(self._row(ids, **params, seed=seed))
+        return rows
+
+    def _row(self, ids: list[int], **params: Any) -> dict[str, Any]:
+        """A dataset row; every row has the same sampling keys and types, whatever it is for (Ray
+        reads a column that is an int in some rows and missing in others as floats, which vLLM refuses)."""
+        defaults = {
+            "n": 1,  # Ray's stage returns one completion per row
+            "temperature": 0.0,
+            "top_k": 0,
+            "top_p": 1.0,
+            "max_tokens": 1,
+            "stop": None,
+            "stop_token_ids": self.eos_token_ids,
+            "skip_special_tokens": True,  # vLLM detokenizes to find stop strings; we decode the token ids
+            "seed": None,
+            "logprobs": 0,  # the sampled token's own: free, and scoring needs it
+            "allowed_token_ids": None,
+            "detokenize": True,
+        }
+        return {"tokenized_prompt": ids, "sampling_params": {**defaults, **params}}
+
+    def read_generation(
+        self, out: list[dict[str, Any]], num_prompts: int, sampling: SamplingParams
+    ) -> list[list[str]]:
+        """The completions of `generation_rows`' results (in row order); failed rows are `FailedCompletion`s."""
+        samples = 1 if sampling.greedy else sampling.n
+        results = []
+        for i in range(num_prompts):
+            texts = []
+            for row in out[i * samples : (i + 1) * samples]:
+                error = row.get("__inference_error__") or ""
+                if error:
+                    self.failures.append(error)
+                    texts.append(FailedCompletion(error))
+                else:
+                    tokens = [int(t) for t in row["generated_tokens"]]
+                    texts.append(decode_completion(self.tokenizer, tokens, sampling.stop, self.eos_token_ids))
+            results.append(texts * (sampling.n // samples))
+        if self.failures:
+            logger.warning(
+                "%d of %d rows failed in the engine: %s", len(self.failures), len(out), self.failures[0]
+            )
+        return results
+
+    def scoring_rows(
+        self, prompts: list[str], choices: list[str]
+    ) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
+        """One row per forced-choice step, and for each row its (prompt x choice, token)."""
         prompt_ids = self._encode(prompts)
         joint = self._encode([p + c for p in prompts for c in choices])
         rows, owners = [], []
@@ -292,20 +328,22 @@ class RayEngine:
                 )
             for position in range(start, len(tokens)):
                 rows.append(
-                    {
-                        "tokenized_prompt": tokens[:position],
-                        "sampling_params": {
-                            "max_tokens": 1,
-                            "temperature": 0.0,
-                            "logprobs": 0,
-                            "allowed_token_ids": [tokens[position]],
-                            "detokenize": False,
-                        },
-                    }
+                    self._row(
+                        tokens[:position],
+                        allowed_token_ids=[tokens[position]],
+                        stop_token_ids=[],
+                        detokenize=False,
+                    )
                 )
                 owners.append((k, tokens[position]))
-        totals = [0.0] * len(joint)
-        for (k, token), row in zip(owners, self._run(rows) if rows else [], strict=True):
+        return rows, owners
+
+    def read_scores(
+        self, out: list[dict[str, Any]], owners: list[tuple[int, int]], num_prompts: int, num_choices: int
+    ) -> list[list[float]]:
+        """Each choice's summed log-probability from `scoring_rows`' results; a failed step gives ``-inf``."""
+        totals = [0.0] * (num_prompts * num_choices)
+        for (k, token), row in zip(owners, out, strict=True):
             error = row.get("__inference_error__") or ""
             if error:
                 self.failures.append(error)
@@ -314,7 +352,7 @@ class RayEngine:
             step = row["logprobs"][0]
             entry = step.get(token, step.get(str(token)))
             totals[k] += float(entry["logprob"] if isinstance(entry, dict) else entry)
-        return [totals[i * len(choices) : (i + 1) * len(choices)] for i in range(len(prompts))]
+        return [totals[i * num_choices : (i + 1) * num_choices] for i in range(num_prompts)]
 
 
 def _free_cpus(ray: Any, want: int, wait_s: float = 20.0) -> int:

