@@ -24,8 +24,10 @@ different samplers make different rows.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from selfguide_hf.errors import UserError
@@ -33,7 +35,7 @@ from selfguide_hf.generation import TransformersEngine
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ENGINES", "close_engine", "make_engine", "resolve_engine"]
+__all__ = ["ENGINES", "close_engine", "make_engine", "resolve_engine", "shared_engines"]
 
 ENGINES: tuple[str, ...] = ("auto", "transformers", "vllm", "ray")
 INSTALL_HINT = (
@@ -43,6 +45,10 @@ INSTALL_HINT = (
 
 
 RAY_ONLY_OPTIONS = ("replicas", "address", "backend")
+# Engines whose samples depend on a call's seed alone (the transformers engine seeds each call, vLLM
+# seeds each request on GPUs and its in-process generator per call on a CPU): safe to share.
+SHAREABLE = ("transformers", "vllm")
+_shared: dict[tuple[Any, ...], Any] | None = None  # open while `shared_engines` is
 
 
 class EngineError(UserError):
@@ -129,7 +135,54 @@ def make_engine(
     device: Any = None,
     **vllm_options: Any,
 ) -> Any:
-    """A started engine of kind ``name`` (``transformers``, ``vllm`` or ``ray``) on the folder ``model_path``."""
+    """A started engine of kind ``name`` (``transformers``, ``vllm`` or ``ray``) on the folder ``model_path``
+    (inside `shared_engines`, the one already started with the same settings)."""
+    key = (name, model_path, batch_size, str(device), repr(sorted(vllm_options.items())))
+    if _shared is not None and name in SHAREABLE and key in _shared:
+        logger.info("reusing the %s engine on %s", name, model_path)
+        return _shared[key]
+    engine = _start_engine(
+        name, model_path, tokenizer, batch_size=batch_size, seed=seed, show_progress=show_progress,
+        device=device, **vllm_options,
+    )  # fmt: skip
+    if _shared is not None and name in SHAREABLE:
+        _shared[key] = engine
+    return engine
+
+
+@contextlib.contextmanager
+def shared_engines() -> Iterator[None]:
+    """Within the block, `make_engine` hands back an engine it started for the same model and settings,
+    and `close_engine` leaves it running; they close when the block ends.
+
+    For the draws of a run: one synthesis engine for all of them, instead of a start per draw (~10 s
+    for the embedded model on a CPU, minutes for a 7B model on a GPU). Ray engines are not shared:
+    replicas on a CPU sample from a generator seeded once, at their start.
+    """
+    global _shared
+    if _shared is not None:  # nested: the outer block owns the engines
+        yield
+        return
+    _shared = {}
+    try:
+        yield
+    finally:
+        engines, _shared = list(_shared.values()), None
+        for engine in engines:
+            close_engine(engine)
+
+
+def _start_engine(
+    name: str,
+    model_path: str,
+    tokenizer: Any,
+    *,
+    batch_size: int,
+    seed: int,
+    show_progress: bool,
+    device: Any,
+    **vllm_options: Any,
+) -> Any:
     if name in ("ray", "vllm"):
         if name == "ray":
             from selfguide_hf.ray_engine import RayEngine as engine_class
@@ -157,7 +210,10 @@ def make_engine(
 
 
 def close_engine(engine: Any) -> None:
-    """Free an engine's memory (a vLLM engine core is a separate process) before the next stage."""
+    """Free an engine's memory (a vLLM engine core is a separate process) before the next stage; one that
+    `shared_engines` holds stays up until its block ends."""
+    if _shared is not None and any(engine is kept for kept in _shared.values()):
+        return
     close = getattr(engine, "close", None)
     if callable(close):
         close()

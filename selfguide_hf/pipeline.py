@@ -23,7 +23,7 @@ from typing import Any
 from selfguide_hf import publish
 from selfguide_hf.distributed import end_processes
 from selfguide_hf.draws import combine_draws, draw_run
-from selfguide_hf.engines import resolve_engine
+from selfguide_hf.engines import resolve_engine, shared_engines
 from selfguide_hf.errors import ConfigError, exit_code
 from selfguide_hf.eval_stage import (
     check_rows_fit,
@@ -417,13 +417,15 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
     if run.args.evaluate and rows is None:
         rows = eval_rows(run)  # a bad eval file, or rows over the context, fail before synthesis
         check_rows_fit(run, rows)
-    data = build_synthetic_dataset(run)
-    check_enough_data(run, data)
-    result = train(run, data)
     others = [draw_run(run, k) for k in range(1, run.args.draws)]  # --draws N: the same run, seeds + k
-    for other in others:
-        other_data = build_synthetic_dataset(other)
-        check_enough_data(other, other_data)
+    synthetic = []
+    with shared_engines():  # one synthesis engine for every draw (its samples follow each call's seed)
+        for one in (run, *others):
+            synthetic.append(build_synthetic_dataset(one))
+            check_enough_data(one, synthetic[-1])
+    data = synthetic[0]
+    result = train(run, data)
+    for other, other_data in zip(others, synthetic[1:], strict=True):
         train(other, other_data)
     report: dict[str, Any] | None = None
     if run.args.evaluate:

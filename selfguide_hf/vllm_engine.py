@@ -14,14 +14,16 @@ do not know which one they drive:
 * prefix caching replaces the shared prefill of the n samples of one prompt.
 
 On CPU a per-request sampling ``seed`` kills vLLM's worker ("CPU Generator
-does not use offset"), so there the engine's own seed makes a run
-reproducible from the start, and a call's ``seed`` is used on GPUs only. That
-holds only if every run batches the requests the same way, and vLLM's engine
-core, a separate process by default, batches by the timing of arriving
-requests: two identical synthesis runs kept different rows. On a CPU the
-engine core therefore runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``:
-every request is queued before the first step), which made identical runs give
-identical rows and was faster too (docs/BENCHMARKS.md).
+does not use offset"), so there a call's ``seed`` seeds the generator the
+engine core samples from before the call: the call's samples depend on its
+seed alone, as on GPUs, not on what the engine ran before (another draw's
+synthesis, rounds a resumed run skipped). That needs every run to batch the
+requests the same way, and vLLM's engine core, a separate process by default,
+batches by the timing of arriving requests: two identical synthesis runs kept
+different rows. On a CPU the engine core therefore runs in this process
+(``VLLM_ENABLE_V1_MULTIPROCESSING=0``: every request is queued before the
+first step, and it samples from this process's torch generator), which made
+identical runs give identical rows and was faster too (docs/BENCHMARKS.md).
 The engine core is a separate process: a script that builds one needs the
 ``if __name__ == "__main__":`` guard, and `close()` (or ``with``) returns its
 memory before training starts in the same process.
@@ -158,6 +160,8 @@ class VLLMEngine:
             self._restore_process()
             raise
         self._processes = _child_pids() - before  # any engine core or worker processes: waited for on close
+        # the engine core and its one worker run in this process: they sample from its torch generator
+        self._samples_here = env.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0" and tensor_parallel_size == 1
         if self._lora_paths:
             self.use_adapter(True)
 
@@ -274,6 +278,10 @@ class VLLMEngine:
                     skip_special_tokens=True,
                 )
             )
+        if self.cpu and sampling.seed is not None and not sampling.greedy and self._samples_here:
+            import torch
+
+            torch.manual_seed(sampling.seed)  # the in-process engine core samples from this generator
         outputs = self._run(self._encode(prompts), params)
         results = []
         for out in outputs:

@@ -459,3 +459,34 @@ def test_generate_distributed_two_processes(tiny_dir, model_and_tokenizer, promp
         prompts[half:], SamplingParams(max_new_tokens=6, temperature=1.0, n=2, seed=12)
     )
     assert rank0 == expected
+
+
+def test_shared_engines_start_one_engine_per_setting_and_close_them_when_the_block_ends(monkeypatch):
+    """The draws of a run get one synthesis engine: `make_engine` reuses, `close_engine` waits for the block."""
+    from selfguide_hf import engines
+
+    started: list[tuple] = []
+
+    class Engine:
+        closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    def start(name, model_path, tokenizer, **options):
+        started.append((name, model_path, options["batch_size"]))
+        return Engine()
+
+    monkeypatch.setattr(engines, "_start_engine", start)
+    with engines.shared_engines():
+        first = engines.make_engine("vllm", "m", None, seed=0)
+        engines.close_engine(first)  # a draw's synthesis ends: the engine stays up for the next
+        assert engines.make_engine("vllm", "m", None, seed=1) is first and not first.closed
+        other = engines.make_engine("vllm", "m", None, batch_size=4)  # another setting: another engine
+        ray = [engines.make_engine("ray", "m", None), engines.make_engine("ray", "m", None)]
+    assert started == [("vllm", "m", 8), ("vllm", "m", 4), ("ray", "m", 8), ("ray", "m", 8)]
+    assert first.closed and other.closed and not any(r.closed for r in ray)  # Ray engines are never shared
+    outside = engines.make_engine("vllm", "m", None)
+    assert outside is not first and len(started) == 5
+    engines.close_engine(outside)
+    assert outside.closed

@@ -67,15 +67,6 @@ def rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_rows(tmp_path_factory.mktemp("recipe-rows") / "rows.jsonl", n=8)
 
 
-def test_recipe_trains_with_the_cpu_config(tmp_path: Path, tiny_model_dir: Path, rows: Path) -> None:
-    out = tmp_path / "out"
-    done = run_recipe(recipe_args(tiny_model_dir, out, "--dataset_path", str(rows)))
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
-    manifest = json.loads((out / MANIFEST_NAME).read_text())
-    assert manifest["method"] == "lora" and manifest["identity"]["model"]["lora_dropout"] == 0.0
-
-
 def _run_recipe_here(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     """The script as `python recipes/sft.py ARGS` runs it, in this process (a new one spends ~12 s importing)."""
     import runpy
@@ -99,7 +90,9 @@ def test_recipe_config_errors_are_one_clear_line(tmp_path: Path, monkeypatch, ca
     assert "error: no task given" in capsys.readouterr().err
 
 
-def test_recipe_pushes_to_a_local_hub(tmp_path: Path, tiny_model_dir: Path, rows: Path) -> None:
+def test_recipe_trains_with_the_cpu_config_and_pushes_to_a_local_hub(
+    tmp_path: Path, tiny_model_dir: Path, rows: Path
+) -> None:
     out = tmp_path / "out"
     with FakeHub() as hub:
         args = recipe_args(tiny_model_dir, out, "--dataset_path", str(rows))
@@ -109,6 +102,9 @@ def test_recipe_pushes_to_a_local_hub(tmp_path: Path, tiny_model_dir: Path, rows
         assert done.returncode == 0, done.stderr[-3000:]
         model_files = hub.files("me/tiny-task199")
         data_files = hub.files("me/tiny-task199-data", "dataset")
+    assert (out / "adapter_model.safetensors").is_file() and (out / "README.md").is_file()
+    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    assert manifest["method"] == "lora" and manifest["identity"]["model"]["lora_dropout"] == 0.0
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json"} <= set(
         model_files
     )

@@ -79,6 +79,18 @@ def test_n_samples_per_prompt(engines) -> None:
     assert all(len(set(samples)) > 1 for samples in out)  # sampled, not copies
 
 
+def test_a_cpu_engine_s_samples_follow_the_call_s_seed_not_what_ran_before(engines) -> None:
+    """What lets the draws of a run share one synthesis engine, and a resumed run skip rounds."""
+    from selfguide_hf.generation import SamplingParams
+
+    _, engine = engines
+    sampling = lambda seed: SamplingParams(max_new_tokens=8, temperature=1.0, n=3, seed=seed)  # noqa: E731
+    first = engine.generate(PROMPTS, sampling(5))
+    engine.generate(PROMPTS[:1], sampling(9))  # another draw's calls in between
+    assert engine.generate(PROMPTS, sampling(5)) == first
+    assert engine.generate(PROMPTS, sampling(6)) != first
+
+
 def test_label_scores_agree_with_the_transformers_engine(engines) -> None:
     reference, engine = engines
     choices = [" support", " undermine", " yes"]
@@ -374,7 +386,8 @@ def test_an_adapter_vllm_cannot_serve_falls_back_to_a_merged_copy_and_says_why(
 def test_every_draw_s_adapter_is_served_by_one_evaluation_engine(
     vllm_model_dir: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    """`--draws 2 --engine vllm`: one engine serves the few-shot arm, the in-context arm and both adapters."""
+    """`--draws 2 --engine vllm`: one engine synthesizes both draws' data (draw 1's rows are those it gets
+    alone); one serves the few-shot arm, the in-context arm and both adapters."""
     from selfguide_hf import cli
     from tests.test_cli import run_args
 
@@ -383,8 +396,13 @@ def test_every_draw_s_adapter_is_served_by_one_evaluation_engine(
     out = tmp_path / "run"
     assert cli.main([*run_args(vllm_model_dir, out), "--engine", "vllm", "--draws", "2"]) == 0
     adapters = [str(out / "adapter"), str(out / "draws" / "1" / "adapter")]
-    # synthesis engines (none where the datasets cache already holds a draw's rows), then one evaluation engine
-    assert starts[-1] == adapters and all(start is None for start in starts[:-1])
+    assert starts == [None, adapters]  # one synthesis engine, one evaluation engine
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache-alone"))
+    alone = tmp_path / "alone"
+    synthesize = [*run_args(vllm_model_dir, alone), "--engine", "vllm", "--synthesis-seed", "1"]
+    assert cli.main(["synthesize", *synthesize[1:]]) == 0
+    rows = lambda folder: (folder / "synthetic" / "train.jsonl").read_text()  # noqa: E731
+    assert rows(alone) == rows(out / "draws" / "1") != rows(out)
     report = json.loads((out / "report.json").read_text())
     assert len(report["draws"]) == 2 and report["self_guided"]["served"] == "lora"
     second = json.loads((out / "draws" / "1" / "eval" / "self_guided.json").read_text())["result"]
