@@ -38,8 +38,27 @@ def draw_run(run: SelfGuideRun, k: int) -> SelfGuideRun:
     )
 
 
-def combine_draws(report: dict[str, Any], tuned: list[dict[str, Any]], seeds: list[tuple[int, int]]) -> None:
-    """Put every draw's score and delta in ``report["draws"]`` and judge the verdict on all of them."""
+def _summary(scores: list[float]) -> dict[str, float]:
+    return {
+        "mean": round(statistics.fmean(scores), 2),
+        "sd": round(statistics.stdev(scores), 2) if len(scores) > 1 else 0.0,
+        "min": min(scores),
+        "max": max(scores),
+    }
+
+
+def combine_draws(
+    report: dict[str, Any],
+    tuned: list[dict[str, Any]],
+    seeds: list[tuple[int, int]],
+    in_context: list[dict[str, Any]] | None = None,
+) -> None:
+    """Put every draw's score and delta in ``report["draws"]`` and judge the verdict on all of them.
+
+    ``in_context``: per draw, the base model with that draw's synthetic pairs in the prompt. Its
+    intervals (against few-shot, and self-guided against it, draw by draw: the same pairs in the
+    prompt or in the weights) resample the draws and the rows too.
+    """
     base = report["baseline"]
     rows = [(base["row_scores"], arm["row_scores"]) for arm in tuned]
     interval = draws_bootstrap(rows)
@@ -52,13 +71,17 @@ def combine_draws(report: dict[str, Any], tuned: list[dict[str, Any]], seeds: li
         }
         for arm, (synthesis_seed, training_seed) in zip(tuned, seeds, strict=True)
     ]
-    scores = [arm["score"] for arm in tuned]
-    report["draws_summary"] = {
-        "mean": round(statistics.fmean(scores), 2),
-        "sd": round(statistics.stdev(scores), 2) if len(scores) > 1 else 0.0,
-        "min": min(scores),
-        "max": max(scores),
-    }
+    report["draws_summary"] = _summary([arm["score"] for arm in tuned])
+    if in_context and report.get("in_context") and all(arm.get("row_scores") for arm in in_context):
+        for draw, arm in zip(report["draws"], in_context, strict=True):
+            draw["in_context_score"] = arm["score"]
+        report["in_context_summary"] = _summary([arm["score"] for arm in in_context])
+        report["in_context_interval"] = draws_bootstrap(
+            [(base["row_scores"], a["row_scores"]) for a in in_context]
+        )
+        report["self_guided_vs_in_context"] = draws_bootstrap(
+            [(a["row_scores"], t["row_scores"]) for a, t in zip(in_context, tuned, strict=True)]
+        )
     report["interval"] = interval
     report["delta"] = interval["delta"]
     report["verdict"] = verdict_word(interval)

@@ -441,6 +441,9 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
                 tuned_draws = [tuned] + [
                     evaluate(o, rows, o.output_dir, "self_guided", shared) for o in others
                 ]
+                in_context_draws = [in_context] + [  # each draw's own pairs in the prompt
+                    evaluate_in_context(o, rows, d, shared) for o, d in zip(others, synthetic[1:], strict=True)
+                ] if in_context else []  # fmt: skip
             report = build_report(
                 run.spec.name,
                 run.base_model_id,
@@ -464,7 +467,7 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
             )
             if others:
                 seeds = [(r.synthesis_seed, r.training_args.seed) for r in (run, *others)]
-                combine_draws(report, tuned_draws, seeds)
+                combine_draws(report, tuned_draws, seeds, in_context_draws)
             write_report(report, run.run_dir)
             write_json_atomic(
                 run.output_dir / EVAL_NAME,

@@ -63,6 +63,11 @@ def build_report(
     return report
 
 
+def in_context_score(report: dict[str, Any]) -> float:
+    """The in-context arm's score: the mean over the draws' pairs when the run has draws."""
+    return (report.get("in_context_summary") or {}).get("mean", report["in_context"]["score"])
+
+
 def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     """(what, value) rows shared by the printed table and the markdown."""
     model = report["model"] + (f" ({report['model_note']})" if report.get("model_note") else "")
@@ -96,7 +101,7 @@ def summary_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     arm, vs = report.get("in_context"), report.get("self_guided_vs_in_context")
     if arm and vs:
         rows.append(
-            (f"synthetic pairs in context {report['metric']}", f"{arm['score']:.2f}  (self-guided {vs['delta']:+.2f}, "
+            (f"synthetic pairs in context {report['metric']}", f"{in_context_score(report):.2f}  (self-guided {vs['delta']:+.2f}, "
              f"95 % CI {vs['low']:+.2f} to {vs['high']:+.2f}; {arm.get('served') or ''})")
         )  # fmt: skip
     served = (report.get("self_guided") or {}).get("served")
@@ -190,9 +195,12 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         if report.get(key):
             names.append(name)
             scores.append(report[key]["score"])
+    if report.get("draws_summary") and len(scores) == 2:  # several draws: their mean, as the interval's
+        scores[1] = report["draws_summary"]["mean"]
+        names[1] = f"self-guided ({len(report['draws'])} draws)"
     if report.get("in_context"):  # the third arm: the synthetic pairs in the prompt
         names.append("pairs in context")
-        scores.append(report["in_context"]["score"])
+        scores.append(in_context_score(report))
     ax_scores.bar(names, scores, color=["#999999", "#2a7ab9", "#7fb3d5"][: len(names)])
     interval = report.get("interval")
     if interval and len(scores) >= 2:  # the 95 % interval of the delta, drawn around the self-guided score

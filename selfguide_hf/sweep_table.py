@@ -46,7 +46,9 @@ def row_of(report: dict[str, Any]) -> dict[str, Any]:
         "stage_minutes": report.get("timings_min", {}),
         # judged by the row interval of (arm - trivial rule) when the report has it (issue 24)
         "sides": report.get("trivial_sides"),
-        "in_context": (report.get("in_context") or {}).get("score"),
+        "in_context": (report.get("in_context_summary") or {}).get(  # the mean over the draws' pairs
+            "mean", (report.get("in_context") or {}).get("score")
+        ),
         "draws": report.get("draws_summary")
         and {**report["draws_summary"], "n": len(report.get("draws") or [])},
         "one_answer": {k: one_answer(report.get(k) or {}) for k in ("baseline", "self_guided")},

@@ -110,8 +110,10 @@ def verdict_sentence(report: dict[str, Any]) -> str:
         parts.append(where)
     in_context, versus = report.get("in_context"), report.get("self_guided_vs_in_context")
     if in_context and versus:
+        over = report.get("in_context_summary")  # with draws: each draw's own pairs, and their mean
+        score = f"{over['mean']:.1f} ± {over['sd']:.1f}" if over else f"{in_context['score']:.1f}"
         parts.append(
-            f"synthetic pairs in context {in_context['score']:.1f} (self-guided {versus['delta']:+.1f}, "
+            f"synthetic pairs in context {score} (self-guided {versus['delta']:+.1f}, "
             f"{verdict_word(versus)} against it)"
         )
     for name, arm in (("few-shot", base), ("self-guided", tuned)):

@@ -405,6 +405,15 @@ def test_two_draws_give_two_adapters_one_baseline_and_an_interval_over_both(
     assert [d["synthesis_seed"] for d in report["draws"]] == [0, 1]
     assert report["interval"]["draws"] == 2 and "(draws and rows)" in report["verdict_sentence"]
     assert " over 2 draws vs few-shot " in report["verdict_sentence"]
+    # the in-context arm over the draws too: each draw's own pairs in the prompt, on the same rows
+    assert (out / "draws" / "1" / "eval" / "in_context.json").is_file()
+    in_context = [d["in_context_score"] for d in report["draws"]]
+    assert report["in_context_summary"]["mean"] == pytest.approx(sum(in_context) / 2, abs=0.01)
+    assert report["self_guided_vs_in_context"]["draws"] == 2 and report["in_context_interval"]["draws"] == 2
+    assert (
+        f"synthetic pairs in context {report['in_context_summary']['mean']:.1f} ± "
+        in report["verdict_sentence"]
+    )
     stages.clear()
     assert cli.main(run_args(tiny_model_dir, out, "--draws", "2")) == 0  # a rerun reuses every draw
     assert stages == Counter()

@@ -298,3 +298,27 @@ def test_the_table_and_the_plot_carry_the_in_context_arm(tmp_path: Path) -> None
         all(p.is_file() for p in written.values())
         and "synthetic pairs in context" in (tmp_path / "report.md").read_text()
     )
+
+
+def test_the_in_context_arm_over_draws_pairs_each_draw_with_its_own_pairs(tmp_path: Path) -> None:
+    """Each draw's pairs in the prompt vs the same pairs in the weights: known means and deltas."""
+    from selfguide_hf.draws import combine_draws
+    from selfguide_hf.report import write_report
+
+    quality = quality_module()
+    rows = lambda s: [100.0] * int(s) + [0.0] * (100 - int(s))  # noqa: E731
+    base = result(40.0, rows(40))
+    tuned = [result(s, rows(s)) for s in (60.0, 50.0)]
+    in_context = [result(s, rows(s)) for s in (50.0, 70.0)]
+    report = build_report("task5", "m", "exact_match", base, tuned[0], in_context=in_context[0])
+    combine_draws(report, tuned, [(0, 42), (1, 43)], in_context)
+    assert [d["in_context_score"] for d in report["draws"]] == [50.0, 70.0]
+    assert report["in_context_summary"]["mean"] == 60.0
+    assert report["in_context_interval"]["delta"] == 20.0  # (10 + 30) / 2 over few-shot
+    versus = report["self_guided_vs_in_context"]
+    assert versus["delta"] == -5.0 and versus["draw_deltas"] == [10.0, -20.0] and versus["draws"] == 2
+    assert "synthetic pairs in context 60.0 ± 14.1 (self-guided -5.0, " in report["verdict_sentence"]
+    row = quality.row_of({**report, "minutes": 1.0})
+    assert "; pairs in context 60.0 |" in one_row_table(quality, row)
+    write_report(report, tmp_path)
+    assert "synthetic pairs in context exact_match | 60.00" in (tmp_path / "report.md").read_text()
