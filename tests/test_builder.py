@@ -390,14 +390,14 @@ def test_embedded_model_task199(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     from selfguide_hf.vllm_engine import vllm_available
 
     calls = count_synthesis(monkeypatch)
-    params = {"task": "task199", "model": "default", "num_inputs": 30, "seed": 0, "cache_dir": str(tmp_path)}
+    params = {"task": "task199", "model": "default", "num_inputs": 20, "seed": 0, "cache_dir": str(tmp_path)}
     # what a user gets by default (engine auto: vLLM where installed); ~3x faster than transformers here
     params["engine"] = "vllm" if vllm_available() else "transformers"
     ds = load_dataset("selfguide", split="train", **params)
     counts = Counter(ds["output"])
     assert set(counts) == {"yes", "no"} and counts["yes"] == counts["no"] > 0, counts
     funnel = get_funnel(ds)
-    assert funnel["raw_inputs"] == 30 and funnel["kept"] == len(ds)
+    assert funnel["raw_inputs"] == 20 and funnel["kept"] == len(ds)
     folder = Path(ds.cache_files[0]["filename"]).parent
     assert (folder / FUNNEL_JSON).is_file() and (folder / FUNNEL_PNG).is_file()
     start = time.time()
