@@ -395,6 +395,15 @@ def train(run: SelfGuideRun, data: SyntheticData) -> TrainResult:
 
 
 # --------------------------------------------------------------------- all
+def _all_draws_timings(run: SelfGuideRun, others: list[SelfGuideRun]) -> dict[str, float]:
+    """Each stage's seconds summed over the draws (the report's minutes are the whole run's)."""
+    timings = dict(run.timings)
+    for other in others:
+        for stage, seconds in other.timings.items():
+            timings[stage] = timings.get(stage, 0.0) + seconds
+    return timings
+
+
 @contextlib.contextmanager
 def locked(run: SelfGuideRun) -> Iterator[None]:
     """The run folder is this process's for the block (the main process holds the lock)."""
@@ -451,7 +460,7 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
                 baseline,
                 tuned,
                 data.funnel,
-                run.timings,
+                _all_draws_timings(run, others),
                 extra={
                     "method": run.args.method,
                     "num_inputs": run.args.num_inputs,

@@ -49,6 +49,9 @@ def row_of(report: dict[str, Any]) -> dict[str, Any]:
         "in_context": (report.get("in_context_summary") or {}).get(  # the mean over the draws' pairs
             "mean", (report.get("in_context") or {}).get("score")
         ),
+        "vs_in_context": report.get(
+            "self_guided_vs_in_context"
+        ),  # the same pairs in the weights vs the prompt
         "draws": report.get("draws_summary")
         and {**report["draws_summary"], "n": len(report.get("draws") or [])},
         "one_answer": {k: one_answer(report.get(k) or {}) for k in ("baseline", "self_guided")},
@@ -74,6 +77,12 @@ def averages(rows: list[dict[str, Any]], metric: str) -> dict[str, float] | None
         out["trivial"] = mean("trivial")
     out["improved"] = sum(r.get("verdict") == "improved" for r in done)
     out["worse"] = sum(r.get("verdict") == "worse" for r in done)
+    with_arm = [r for r in done if r.get("vs_in_context")]
+    if with_arm:  # was finetuning worth it: self-guided against the same pairs in the prompt
+        out["in_context"] = sum(r["in_context"] for r in with_arm) / len(with_arm)
+        out["in_context_tasks"] = len(with_arm)
+        out["beats_in_context"] = sum(r["vs_in_context"]["low"] > 0 for r in with_arm)
+        out["loses_to_in_context"] = sum(r["vs_in_context"]["high"] < 0 for r in with_arm)
     out["above_trivial"] = sum(
         (r["sides"] or {}).get("self_guided") == "above"
         if r.get("sides")
@@ -133,6 +142,12 @@ def sweep_table(results: dict[str, Any]) -> str:
         verdict = r.get("verdict") or "-"
         if r.get("in_context") is not None:  # the third arm, for the reader to set beside self-guided
             verdict += f"; pairs in context {_fmt(r['in_context'])}"
+            versus_ic = r.get("vs_in_context")
+            if versus_ic:
+                verdict += (
+                    f" (self-guided {_signed(versus_ic['delta'])}, {_signed(versus_ic['low'])} to "
+                    f"{_signed(versus_ic['high'])})"
+                )
         lines.append(
             f"| {r['task']} | {r['metric']} | {_fmt(r['baseline'])} | {_fmt(r['self_guided'])} | "
             f"{_signed(r['delta'])}{interval} | {verdict} | {trivial} | {versus} | {shares} | "
@@ -145,4 +160,10 @@ def sweep_table(results: dict[str, Any]) -> str:
                 f"{avg['self_guided']:.1f} | {avg['delta']:+.1f} | {avg['improved']} improved, {avg['worse']} worse | "
                 f"{_fmt(avg.get('trivial'))} | self-guided above it on {avg['above_trivial']} of {avg['tasks']} | | | | |"
             )
+            if avg.get("in_context_tasks"):
+                lines.append(
+                    f"| *pairs in context, mean of {avg['in_context_tasks']}* | {metric} | | "
+                    f"{avg['in_context']:.1f} | | self-guided above it on {avg['beats_in_context']}, below on "
+                    f"{avg['loses_to_in_context']} (interval clear of zero) | | | | | | |"
+                )
     return "\n".join(lines)

@@ -292,7 +292,11 @@ def test_the_table_and_the_plot_carry_the_in_context_arm(tmp_path: Path) -> None
     assert report["self_guided_vs_in_context"]["delta"] == 10.0
     row = quality.row_of({**report, "minutes": 1.0})
     table = one_row_table(quality, row)
-    assert "; pairs in context 50.0 |" in next(x for x in table.splitlines() if x.startswith("| task6 "))
+    versus = report["self_guided_vs_in_context"]
+    assert (
+        f"; pairs in context 50.0 (self-guided +10.0, {versus['low']:+.1f} to {versus['high']:+.1f}) |"
+        in next(x for x in table.splitlines() if x.startswith("| task6 "))
+    )
     written = write_report(report, tmp_path)
     assert (
         all(p.is_file() for p in written.values())
@@ -319,6 +323,13 @@ def test_the_in_context_arm_over_draws_pairs_each_draw_with_its_own_pairs(tmp_pa
     assert versus["delta"] == -5.0 and versus["draw_deltas"] == [10.0, -20.0] and versus["draws"] == 2
     assert "synthetic pairs in context 60.0 ± 14.1 (self-guided -5.0, " in report["verdict_sentence"]
     row = quality.row_of({**report, "minutes": 1.0})
-    assert "; pairs in context 60.0 |" in one_row_table(quality, row)
+    table = one_row_table(quality, row)
+    low, high = versus["low"], versus["high"]
+    assert f"; pairs in context 60.0 (self-guided -5.0, {low:+.1f} to {high:+.1f}) |" in table
+    above, below = int(low > 0), int(high < 0)
+    assert (
+        f"| *pairs in context, mean of 1* | exact_match | | 60.0 | | self-guided above it on {above}, below on {below} "
+        in table
+    )
     write_report(report, tmp_path)
     assert "synthetic pairs in context exact_match | 60.00" in (tmp_path / "report.md").read_text()
