@@ -79,6 +79,8 @@ def start_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         # tasks, which otherwise wait forever for a core the replicas hold
         options["num_cpus"] = num_cpus or cores + PROCESSING_SLOTS
     if not show:
+        # a new local cluster gets Ray's token authentication (its default), without the notice of it
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")  # the C++ core's notices on the driver
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")  # Ray Data sets its loggers from this
     ray.init(**options)

@@ -36,6 +36,7 @@ def test_sweep_runs_every_task_and_reports_a_failing_one(
     assert "error" in rows[str(bad)] and "broken" in (out / "broken_task" / "sweep-run.log").read_text()
     assert "| task738 | exact_match |" in printed.out and f"| {bad} | failed:" in printed.out
     assert "1 of 2 task(s) failed" in printed.err
+    assert "Token authentication" not in printed.err + printed.out  # Ray's notice when the mode is unset
     assert "local Ray cluster" in results["machine"]
 
 
