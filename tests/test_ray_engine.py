@@ -107,14 +107,22 @@ def test_replicas_label_scores_agree_with_vllm(engines) -> None:
 
 def test_ray_data_generates_and_scores_as_vllm_in_one_dataset(engines) -> None:
     """The rows `generate` and `score_choices` send, read back as they read them, through one Ray Dataset."""
+    from selfguide_hf.generation import SamplingParams
+
     reference, engine = engines[0], engines[1]["data"]
     engine.failures = []
     generation = engine.generation_rows(PROMPTS_AND_TOO_LONG, reference["stopped"])
+    sampling = SamplingParams(max_new_tokens=8, temperature=1.0, n=3)
+    sampled = engine.generation_rows(PROMPTS, sampling)  # n samples: n rows a prompt
     scoring, owners = engine.scoring_rows(PROMPTS, CHOICES)
-    out = engine._run(generation + scoring)
-    texts = engine.read_generation(out[: len(generation)], len(PROMPTS_AND_TOO_LONG), reference["stopped"])
+    out = engine._run(generation + sampled + scoring)
+    ends = (len(generation), len(generation) + len(sampled))
+    texts = engine.read_generation(out[: ends[0]], len(PROMPTS_AND_TOO_LONG), reference["stopped"])
     _check_generation(reference, texts, engine)
-    _check_scores(reference, engine.read_scores(out[len(generation) :], owners, len(PROMPTS), len(CHOICES)))
+    samples = engine.read_generation(out[ends[0] : ends[1]], len(PROMPTS), sampling)
+    assert [len(row) for row in samples] == [3] * len(PROMPTS)
+    assert any(len(set(row)) > 1 for row in samples)  # sampled, not copies
+    _check_scores(reference, engine.read_scores(out[ends[1] :], owners, len(PROMPTS), len(CHOICES)))
 
 
 def test_n_samples_per_prompt_split_over_the_replicas(engines) -> None:
