@@ -12,6 +12,8 @@ verdict, the trivial baseline (majority class or copy-the-input) and whether
 each model beats it, the share of answers that are labels (or copy the input),
 synthetic pairs kept, minutes — is printed as markdown, saved as JSON, and with
 ``--update-docs`` written into docs/BENCHMARKS.md between the ``quality`` markers.
+``--merge a.json,b.json`` tabulates the rows of earlier runs' JSON files together
+(runs made in several sittings, whose output folders are gone).
 Per group (classification, generation): the means and how many tasks improved.
 """
 
@@ -53,6 +55,30 @@ def read_report(task: str, out_dir: Path) -> dict[str, Any]:
     return report
 
 
+def merged_rows(files: list[Path], tasks: list[str]) -> list[dict[str, Any]]:
+    """The rows of earlier runs' JSON files, one per task (a later file's row replaces an earlier one).
+
+    Finished runs outlive their output folders only as these files, so a table over runs made in
+    several sittings is put together from them; ``tasks`` picks and orders the rows.
+    """
+    by_task: dict[str, dict[str, Any]] = {}
+    for path in files:
+        if not path.exists():
+            raise SystemExit(f"--merge: no file {path}")
+        try:
+            rows = json.loads(path.read_text())["rows"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise SystemExit(
+                f"--merge: {path} is not a quality.py JSON file (its 'rows' list): {error}"
+            ) from None
+        for row in rows:
+            by_task[row["task"]] = row
+    missing = [t for t in tasks if t not in by_task]
+    if missing:
+        raise SystemExit(f"--merge: no row for {', '.join(missing)} in {', '.join(map(str, files))}")
+    return [by_task[t] for t in tasks]
+
+
 def update_docs(text: str, path: Path = DOCS) -> None:
     """Replace the block between the quality markers (appending the markers the first time)."""
     doc = path.read_text()
@@ -80,18 +106,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--report-only", action="store_true", help="only tabulate the report.json files already in --out-dir"
     )
+    parser.add_argument(
+        "--merge",
+        default=None,
+        help="comma-separated JSON files of earlier runs: tabulate their rows together (later files win per task)",
+    )
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/BENCHMARKS.md")
     args, passthrough = parser.parse_known_args(argv)  # the rest goes to `selfguide run`
     tasks = bundled_tasks() if args.tasks == "all" else [t for t in args.tasks.split(",") if t]
-    flags = (
-        ["--report-only", f"--out-dir {args.out_dir}"]
-        if args.report_only
-        else [f"--threads {args.threads}", f"--jobs {args.jobs}", *passthrough]
-    )
+    if args.merge:
+        flags = [f"--merge {args.merge}"]
+    elif args.report_only:
+        flags = ["--report-only", f"--out-dir {args.out_dir}"]
+    else:
+        flags = [f"--threads {args.threads}", f"--jobs {args.jobs}", *passthrough]
     command = "python benchmarks/quality.py " + " ".join([f"--tasks {args.tasks}", *flags])
     load_at_start = round(os.getloadavg()[0], 1)
 
-    if args.report_only:
+    if args.merge:
+        rows = merged_rows([Path(f) for f in args.merge.split(",") if f], tasks)
+    elif args.report_only:
         rows = [row_of(read_report(task, args.out_dir)) for task in tasks]
     else:  # each task's `selfguide run` is a Ray task (or, without Ray, a process of a local pool)
         reports = run_tasks(
@@ -106,11 +140,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = [row_of(report) for report in reports]
     results = {
         "command": command,
-        "report_only": args.report_only,
+        "report_only": args.report_only or bool(args.merge),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "machine": (
             "tabulated from finished runs (their own commands, threads and load are in their logs)"
-            if args.report_only
+            if args.report_only or args.merge
             else f"{platform.machine()}, {os.cpu_count()} cores, {args.threads} torch thread(s)"
         ),
         "load_average": load_at_start,

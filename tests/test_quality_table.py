@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
+
+import pytest
 
 from selfguide_hf.report import build_report
 
@@ -333,3 +336,37 @@ def test_the_in_context_arm_over_draws_pairs_each_draw_with_its_own_pairs(tmp_pa
     )
     write_report(report, tmp_path)
     assert "synthetic pairs in context exact_match | 60.00" in (tmp_path / "report.md").read_text()
+
+
+def test_merge_tabulates_rows_of_earlier_runs_in_the_order_asked(tmp_path: Path) -> None:
+    quality = quality_module()
+    majority = {"name": "majority-class", "score": 55.0}
+
+    def row(task: str, tuned: int) -> dict:
+        report = build_report(
+            task, "m", "exact_match",
+            result(40.0, [100.0] * 40 + [0.0] * 60, label_share=100.0, majority_rate=55.0, trivial_baseline=majority),
+            result(tuned, [100.0] * tuned + [0.0] * (100 - tuned), label_share=100.0, majority_rate=55.0,
+                   trivial_baseline=majority),
+            funnel={"raw_inputs": 100, "kept": 50},
+        )  # fmt: skip
+        return quality.row_of({**report, "minutes": 1.0})
+
+    first = tmp_path / "first.json"
+    second = tmp_path / "second.json"
+    first.write_text(json.dumps({"rows": [row("task1", 50), row("task2", 30)]}))
+    second.write_text(json.dumps({"rows": [row("task2", 45)]}))
+    out = tmp_path / "merged.json"
+
+    assert quality.main(["--tasks", "task2,task1", "--merge", f"{first},{second}", "--json", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert [r["task"] for r in merged["rows"]] == ["task2", "task1"]
+    assert merged["rows"][0]["self_guided"] == 45.0  # the later file's row wins
+    assert merged["averages"]["exact_match"]["self_guided"] == 47.5
+    assert merged["report_only"] is True
+
+    with pytest.raises(SystemExit, match="no row for task3"):
+        quality.main(["--tasks", "task1,task3", "--merge", str(first), "--json", str(out)])
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(SystemExit, match=r"bad\.json is not a quality\.py JSON file"):
+        quality.main(["--tasks", "task1", "--merge", str(tmp_path / "bad.json"), "--json", str(out)])
