@@ -207,10 +207,21 @@ def shortfall(
 
 
 def more_inputs_advice(
-    flag: Callable[[str], str], raw: Any, kept: int, dropped: dict[str, Any], min_pairs: int
+    flag: Callable[[str], str],
+    raw: Any,
+    kept: int,
+    dropped: dict[str, Any],
+    min_pairs: int,
+    corpus: dict[str, Any] | None = None,
 ) -> str:
     """What to try after too few pairs, from the yield the run measured: the raw inputs it needs
-    (``flag`` spells a setting as the user's front does), and the filter at fault."""
+    (``flag`` spells a setting as the user's front does), and the filter at fault. With a
+    ``corpus`` (the funnel's note on it), more inputs cannot help once every corpus row is used."""
+    if corpus:
+        return (
+            f"more rows in the corpus {corpus.get('name')} (it gave {corpus.get('rows_used')}; "
+            f"{flag('num_inputs')} caps how many are used), no corpus (the model writes the inputs)"
+        )
     corpus_hint = f"real inputs from your own texts ({flag('corpus')} FILE)"
     if not isinstance(raw, int) or raw <= 0:
         return f"more {flag('num_inputs')} (the synthetic data so far stays cached), {corpus_hint}"

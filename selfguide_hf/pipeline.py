@@ -315,26 +315,29 @@ class TooFewPairsError(ConfigError):
     """Synthesis left too few pairs (or a label with fewer than 2) to train on; the data stays cached."""
 
 
-def check_enough_data(run: SelfGuideRun, data: SyntheticData) -> None:
-    """Stop before training on too little synthetic data, with the funnel's two largest drops and what to try."""
-    if run.args.dataset_path:
-        return  # the user's own rows: their call
-    raw = (data.funnel or {}).get("raw_inputs")
-    facts = shortfall(list(data.dataset["output"]), run.spec.labels, run.args.min_pairs, data.funnel)
-    if facts is None:
-        return
-    corpus = ((data.funnel or {}).get("notes") or {}).get("corpus")
-    if corpus:  # more --num-inputs cannot help once every corpus row is used
-        more = (
-            f"more rows in the corpus {corpus.get('name')} (it gave {corpus.get('rows_used')}; "
-            f"{run.flag('num_inputs')} caps how many are used), no corpus (the model writes the inputs)"
+def check_enough_data(runs: list[SelfGuideRun], synthetic: list[SyntheticData]) -> None:
+    """Stop before training on too little synthetic data, with the funnel's two largest drops and what to try.
+
+    Called once every draw is synthesized (and cached), so one message names each short draw.
+    """
+    problems = [_shortfall_of(one, data, k, len(runs)) for k, (one, data) in enumerate(zip(runs, synthetic))]
+    if any(problems):
+        raise TooFewPairsError(
+            "; ".join(p for p in problems if p) + f", or {runs[0].flag('min_pairs')} 1 to train anyway"
         )
-    else:
-        dropped = (data.funnel or {}).get("dropped") or {}
-        more = more_inputs_advice(run.flag, raw, len(data.dataset), dropped, run.args.min_pairs)
-    raise TooFewPairsError(
-        f"task {run.spec.name}: {facts}. Try {more}, or {run.flag('min_pairs')} 1 to train anyway"
-    )
+
+
+def _shortfall_of(run: SelfGuideRun, data: SyntheticData, k: int, draws: int) -> str | None:
+    funnel = data.funnel or {}
+    facts = shortfall(list(data.dataset["output"]), run.spec.labels, run.args.min_pairs, funnel)
+    if facts is None or run.args.dataset_path:  # the user's own rows: their call
+        return None
+    more = more_inputs_advice(
+        run.flag, funnel.get("raw_inputs"), len(data.dataset), funnel.get("dropped") or {}, run.args.min_pairs,
+        corpus=(funnel.get("notes") or {}).get("corpus"),
+    )  # fmt: skip
+    draw = f", draw {k} of {draws} (synthesis seed {run.args.synthesis_seed})" if draws > 1 else ""
+    return f"task {run.spec.name}{draw}: {facts}. Try {more}"
 
 
 # ----------------------------------------------------------------- training
@@ -431,7 +434,7 @@ def _run_all(run: SelfGuideRun, rows: list[dict[str, Any]] | None) -> dict[str, 
     with shared_engines():  # one synthesis engine for every draw (its samples follow each call's seed)
         for one in (run, *others):
             synthetic.append(build_synthetic_dataset(one))
-            check_enough_data(one, synthetic[-1])
+    check_enough_data([run, *others], synthetic)
     data = synthetic[0]
     result = train(run, data)
     for other, other_data in zip(others, synthetic[1:], strict=True):

@@ -94,6 +94,12 @@ def test_too_few_pairs_stop_the_run_before_training(
     args = run_args(tiny_model_dir, out)
     at = args.index("--min-pairs")
     del args[at : at + 2]
+    # --draws 2: every draw is synthesized (and cached) before one message names each short draw
+    assert cli.main([*args, "--draws", "2"]) == 2
+    line = next(line for line in capsys.readouterr().err.splitlines() if "error" in line)
+    assert "draw 0 of 2 (synthesis seed " in line and "draw 1 of 2 (synthesis seed " in line
+    assert line.count("only 4 synthetic pairs survived") == 2 and line.count("to train anyway") == 1
+    assert (out / "draws" / "1" / "synthetic" / "train.jsonl").is_file()
     assert cli.main(args) == 2
     err = capsys.readouterr().err
     line = next(line for line in err.splitlines() if "error" in line)
