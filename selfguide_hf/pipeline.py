@@ -316,10 +316,8 @@ class TooFewPairsError(ConfigError):
 
 
 def check_enough_data(runs: list[SelfGuideRun], synthetic: list[SyntheticData]) -> None:
-    """Stop before training on too little synthetic data, with the funnel's two largest drops and what to try.
-
-    Called once every draw is synthesized (and cached), so one message names each short draw.
-    """
+    """Stop before training on too little data (the funnel's largest drops, what to try): one message
+    for every short draw, once all are synthesized and cached."""
     problems = [_shortfall_of(one, data, k, len(runs)) for k, (one, data) in enumerate(zip(runs, synthetic))]
     if any(problems):
         raise TooFewPairsError(
