@@ -326,9 +326,10 @@ def check_enough_data(runs: list[SelfGuideRun], synthetic: list[SyntheticData]) 
 
 
 def _shortfall_of(run: SelfGuideRun, data: SyntheticData, k: int, draws: int) -> str | None:
-    funnel = data.funnel or {}
-    facts = shortfall(list(data.dataset["output"]), run.spec.labels, run.args.min_pairs, funnel)
-    if facts is None or run.args.dataset_path:  # the user's own rows: their call
+    if run.args.dataset_path:  # the user's own rows: their call
+        return None
+    funnel, outputs = data.funnel or {}, list(data.dataset["output"])
+    if (facts := shortfall(outputs, run.spec.labels, run.args.min_pairs, funnel)) is None:
         return None
     more = more_inputs_advice(
         run.flag, funnel.get("raw_inputs"), len(data.dataset), funnel.get("dropped") or {}, run.args.min_pairs,
