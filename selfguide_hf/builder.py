@@ -218,6 +218,7 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
         params = set(SelfGuideConfig.parameter_names())
         kwargs = {k: (EXPLICIT_NONE if v is None and k in params else v) for k, v in kwargs.items()}
         self._result: SynthesisResult | None = None
+        self._cpu_threads: int | None = None  # what the synthesis engine computed on, when on a CPU
         super().__init__(*args, **kwargs)
 
     # ------------------------------------------------------------ datasets API
@@ -325,6 +326,8 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
                 "model_fingerprint": self.config.model_fingerprint,
                 "preset": self.config.name,
                 "engine": self.config.engine,
+                # not in the key (a machine setting, like the GPU), but on a CPU it changes the rows
+                **({"cpu_threads": self._cpu_threads} if self._cpu_threads else {}),
                 "synthesis": self.config.synthesis_config().to_dict(),
                 "funnel": self._result.funnel.to_dict(),
             }
@@ -343,7 +346,7 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
         def make_engine() -> Any:
             from selfguide_hf.engines import make_engine as start_engine
 
-            return start_engine(
+            engine = start_engine(
                 self.config.engine,
                 resolved,
                 tokenizer,
@@ -353,6 +356,8 @@ class SelfGuideDataset(datasets.GeneratorBasedBuilder):
                 max_model_len=context,
                 **(self.config.vllm_options or {}),
             )
+            self._cpu_threads = cpu_threads(engine)
+            return engine
 
         logger.info("selfguide: synthesizing %s with %s (%s)", spec.name, resolved, self.config_id)
         return synthesize(
@@ -384,6 +389,22 @@ _BUILDER_ARGS = {
     "writer_batch_size",
     "config_id",
 }
+
+
+def cpu_threads(engine: Any) -> int | None:
+    """The CPU threads an engine computes on (None on a GPU).
+
+    Another thread count sums in another order, so on a CPU the same seed draws
+    other rows: the count is recorded with the data to reproduce it.
+    """
+    if hasattr(engine, "threads"):  # vLLM and Ray (per replica); None on a GPU
+        return engine.threads
+    device = getattr(getattr(engine, "model", None), "device", None)
+    if getattr(device, "type", None) != "cpu":
+        return None
+    import torch
+
+    return torch.get_num_threads()
 
 
 def build_selfguide_dataset(

@@ -155,6 +155,8 @@ def _synthesis_config(run: SelfGuideRun, data: SyntheticData) -> dict[str, Any]:
     if recorded:  # what the builder actually used, all parameters included
         config["preset"] = recorded.get("preset")
         config["model_fingerprint"] = recorded.get("model_fingerprint")
+        if recorded.get("cpu_threads"):  # on a CPU another count draws other rows from the same seed
+            config["cpu_threads"] = recorded["cpu_threads"]
         config["parameters"] = recorded.get("synthesis")
     return config
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import datasets
 import pytest
+import torch
 from datasets import load_dataset, load_dataset_builder
 
 import selfguide_hf  # noqa: F401  (installs the hook)
@@ -109,6 +110,8 @@ def test_load_dataset_then_cache_hit(kwargs: dict[str, Any], monkeypatch: pytest
     assert set(counts) <= {"support", "undermine"} and len(set(counts.values())) == 1
     funnel = get_funnel(ds)
     assert funnel["raw_inputs"] == 4 and funnel["kept"] == len(ds)
+    # the tiny model computes on a CPU: the thread count that drew these rows is kept with them
+    assert json.loads(ds.info.description)["selfguide"]["cpu_threads"] == torch.get_num_threads()
     folder = Path(ds.cache_files[0]["filename"]).parent
     assert json.loads((folder / FUNNEL_JSON).read_text())["kept"] == len(ds)
     assert (folder / FUNNEL_PNG).stat().st_size > 1000
@@ -384,8 +387,6 @@ def test_two_processes_rank_the_corpus_once(kwargs: dict[str, Any], tmp_path: Pa
 @pytest.mark.slow
 def test_embedded_model_task199(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The issue's done-when: task199 on the embedded model gives balanced pairs, then a cache hit."""
-    import torch
-
     torch.set_num_threads(1)  # a shared 2-core machine: 2 OpenMP threads can be 30x slower under load
     from selfguide_hf.vllm_engine import vllm_available
 

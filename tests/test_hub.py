@@ -331,3 +331,19 @@ def test_a_run_with_a_local_embedding_model_pushes_no_local_path(
     # the base is the embedded copy (its marker): both cards say what the weights really were
     for card in (pushed["README.md"], fake_hub.files("me/embedded-data", "dataset")["README.md"]):
         assert b"the Q4_1 GGUF of HuggingFaceTB/SmolLM2-135M-Instruct" in card
+
+
+def test_cards_name_the_cpu_threads_that_drew_the_rows(trained_run) -> None:
+    """On a CPU the thread count changes the rows a seed draws: the builder's record reaches the cards."""
+    import datasets
+
+    from selfguide_hf.run import SyntheticData
+
+    run, data, _ = trained_run
+    recorded = {"selfguide": {"preset": "default", "model_fingerprint": "abc", "cpu_threads": 3, "synthesis": {}}}
+    info = datasets.DatasetInfo(description=json.dumps(recorded))
+    made = SyntheticData(datasets.Dataset.from_list([{"input": "x"}], info=info), None, "selfguide", "f")
+    config = publish._synthesis_config(run, made)
+    assert config["cpu_threads"] == 3
+    assert "| cpu_threads | 3 |" in cards.synthesis_text(config)
+    assert "cpu_threads" not in publish._synthesis_config(run, data)  # rows from a file: nothing to name

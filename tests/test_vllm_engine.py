@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from selfguide_hf.vllm_engine import vllm_available
 
@@ -202,7 +203,9 @@ def test_load_dataset_with_vllm_caches_and_keys_on_the_engine(vllm_model_dir: Pa
         **options,
     }
     first = load_dataset("selfguide", engine="vllm", **common)["train"]
-    assert len(first) > 0 and json.loads(first.info.description)["selfguide"]["engine"] == "vllm"
+    recorded = json.loads(first.info.description)["selfguide"]
+    assert len(first) > 0 and recorded["engine"] == "vllm"
+    assert recorded["cpu_threads"] == torch.get_num_threads()  # vLLM's CPU default: torch's setting
     builder = SelfGuideDataset(engine="vllm", **common)
     builder.download_and_prepare()  # a cache hit: no engine starts (it would take ~20 s and log it)
     assert builder.as_dataset("train")["input"] == first["input"]
