@@ -1,7 +1,7 @@
 """Several synthesis-and-training draws of one run, and the verdict over them.
 
-The same setting drawn again moved a score by about ±10 points on the bundled tasks
-(docs/BENCHMARKS.md), more than most deltas called "improved". Draw k of a run is the run
+Three draws of the same setting scored up to 35 points apart on the bundled tasks (task199;
+docs/BENCHMARKS.md), more than most deltas called "improved". Draw k of a run is the run
 with the synthesis and training seeds moved by k, its synthetic data and adapter in
 ``<run dir>/draws/<k>/``, scored on the same rows as draw 0; the few-shot baseline is
 scored once. The combined interval resamples the rows and the draws

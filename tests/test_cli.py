@@ -422,6 +422,6 @@ def test_two_draws_give_two_adapters_one_baseline_and_an_interval_over_both(
 def test_one_draw_says_so_in_the_verdict(finished_run: Path) -> None:
     report = json.loads((finished_run / "report.json").read_text())
     assert (
-        "(one draw; another draw of the same settings moved scores by up to ±10 points"
+        "(one draw; draws of the same settings scored up to 35 points apart on the bundled tasks: --draws 3)"
         in report["verdict_sentence"]
     )

@@ -340,7 +340,9 @@ def test_cards_name_the_cpu_threads_that_drew_the_rows(trained_run) -> None:
     from selfguide_hf.run import SyntheticData
 
     run, data, _ = trained_run
-    recorded = {"selfguide": {"preset": "default", "model_fingerprint": "abc", "cpu_threads": 3, "synthesis": {}}}
+    recorded = {
+        "selfguide": {"preset": "default", "model_fingerprint": "abc", "cpu_threads": 3, "synthesis": {}}
+    }
     info = datasets.DatasetInfo(description=json.dumps(recorded))
     made = SyntheticData(datasets.Dataset.from_list([{"input": "x"}], info=info), None, "selfguide", "f")
     config = publish._synthesis_config(run, made)
