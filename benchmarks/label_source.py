@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         if not sep or not name or not folders:
             parser.error(f"--arm {spec!r}: expected NAME=DIR[,DIR]")
         arms[name] = [Path(f) for f in folders.split(",")]
+        if missing := [str(f) for f in arms[name] if not f.is_dir()]:
+            parser.error(f"--arm {name}: no such folder: {', '.join(missing)}")
     results = {
         "command": "python benchmarks/label_source.py "
         + " ".join(argv if argv is not None else sys.argv[1:]),

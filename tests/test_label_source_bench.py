@@ -71,3 +71,9 @@ def test_compare_reads_every_draw_and_skips_runs_on_other_rows(bench, tmp_path: 
     assert "not the same test rows" in bench.markdown(
         {"command": "c", "date": "d", "arms": list(arms), "tasks": [result]}
     )
+
+
+def test_a_mistyped_arm_folder_is_named(bench, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--tasks", "t", "--arm", f"judge={tmp_path / 'nope'}"])
+    assert "--arm judge: no such folder" in capsys.readouterr().err
