@@ -12,8 +12,8 @@ overlapping says little about the sources' difference, and the few-shot score
 itself may differ by a row between machines. This script compares the
 self-guided row scores of two arms directly: the mean over arm B's draws minus
 the mean over arm A's, with an interval that resamples the test rows once
-(both arms were scored on them) and each arm's draws on their own (draw k of
-one source has nothing to do with draw k of another). Runs whose test inputs
+(both arms were scored on them) and adds each arm's draw-to-draw spread on its
+own (draw k of one source has nothing to do with draw k of another). Runs whose test inputs
 differ are not compared.
 """
 
@@ -31,7 +31,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from selfguide_hf.verdict import DEFAULT_RESAMPLES, DEFAULT_SEED, verdict_word  # noqa: E402
+from selfguide_hf.verdict import (  # noqa: E402
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    draws_halfwidth,
+    verdict_word,
+    widen,
+)
 
 
 def arms_bootstrap(
@@ -43,9 +49,10 @@ def arms_bootstrap(
 ) -> dict[str, Any]:
     """Mean row score over ``second``'s draws minus ``first``'s, with its interval over rows and draws.
 
-    Each arm is a list of draws, each a list of row scores (0-100) on the same rows. One
-    draw per arm reduces to `paired_bootstrap` (the same resamples, the same
-    numbers); draws that score every row alike reduce to a bootstrap over draws.
+    Each arm is a list of draws, each a list of row scores (0-100) on the same rows. The rows
+    are resampled with the draws held fixed, and each arm's draw-to-draw spread is added as a
+    Welch t half-width, as in `verdict.draws_bootstrap`. One draw per arm reduces to
+    `paired_bootstrap` (the same resamples, the same numbers).
     """
     import numpy as np
 
@@ -56,21 +63,22 @@ def arms_bootstrap(
     rows = arms[0].shape[1]
     rng = np.random.default_rng(seed)
     picked_rows = rng.integers(0, rows, size=(resamples, rows))  # shared: the same test rows
-    means = []
-    for arm in arms:
-        per_draw = arm[:, picked_rows].mean(axis=2).T  # resamples x draws
-        picked = rng.integers(0, len(arm), size=(resamples, len(arm)))
-        means.append(np.take_along_axis(per_draw, picked, axis=1).mean(axis=1))
-    diffs = means[1] - means[0]
+    by_row = arms[1].mean(axis=0) - arms[0].mean(axis=0)  # each arm's draws held fixed
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(diffs, [tail, 100 - tail])
+    row_low, row_high = np.percentile(by_row[picked_rows].mean(axis=1), [tail, 100 - tail])
+    delta = float(by_row.mean())
+    # each arm's draw-to-draw spread, independent of the other's: Welch's t over draws
+    halfwidth, df = draws_halfwidth(arms, level)
+    low, high = widen(delta, float(row_low), float(row_high), halfwidth)
     return {
-        "delta": round(float(arms[1].mean() - arms[0].mean()), 2),
+        "delta": round(delta, 2),
         "low": round(float(low), 2),
         "high": round(float(high), 2),
         "level": level,
         "rows": rows,
         "draws": [len(arm) for arm in arms],
+        "draws_halfwidth": round(halfwidth, 2),
+        "draws_df": df,
     }
 
 

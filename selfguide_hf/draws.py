@@ -4,8 +4,8 @@ Three draws of the same setting scored up to 35 points apart on the bundled task
 docs/BENCHMARKS.md), more than most deltas called "improved". Draw k of a run is the run
 with the synthesis and training seeds moved by k, its synthetic data and adapter in
 ``<run dir>/draws/<k>/``, scored on the same rows as draw 0; the few-shot baseline is
-scored once. The combined interval resamples the rows and the draws
-(`verdict.draws_bootstrap`).
+scored once. The combined interval resamples the rows and adds the draws' spread as a t
+interval (`verdict.draws_bootstrap`).
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def combine_draws(
 
     ``in_context``: per draw, the base model with that draw's synthetic pairs in the prompt. Its
     intervals (against few-shot, and self-guided against it, draw by draw: the same pairs in the
-    prompt or in the weights) resample the draws and the rows too.
+    prompt or in the weights) cover the draws and the rows too.
     """
     base = report["baseline"]
     rows = [(base["row_scores"], arm["row_scores"]) for arm in tuned]

@@ -7,14 +7,28 @@ carries the 95 % interval of the delta from a paired bootstrap over the
 evaluation rows (both models scored on the same rows, resampled together),
 the trivial baseline beside both scores, and the share of answers that are a
 label (or that copy the input), and opens with a sentence built from them.
+With several synthesis-and-training draws (`--draws N`) the interval also
+covers the draw-to-draw spread, as a t interval over the draws: a bootstrap
+over 3 draws was too narrow to cover a second set of 3.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from statistics import NormalDist
 from typing import Any
 
-__all__ = ["DEFAULT_RESAMPLES", "paired_bootstrap", "verdict_sentence", "verdict_word"]
+__all__ = [
+    "DEFAULT_RESAMPLES",
+    "draws_bootstrap",
+    "draws_halfwidth",
+    "paired_bootstrap",
+    "t_quantile",
+    "verdict_sentence",
+    "verdict_word",
+    "widen",
+]
 
 DEFAULT_RESAMPLES = 2000
 # Fewer training pairs than this is called out in the verdict, whatever --min-pairs let through.
@@ -38,7 +52,8 @@ def paired_bootstrap(
     if not base:
         raise ValueError("paired bootstrap needs at least one row")
     interval = draws_bootstrap([(base, tuned)], resamples=resamples, seed=seed, level=level)
-    return {k: v for k, v in interval.items() if k not in ("draws", "draw_deltas", "draws_disagree")}
+    drop = ("draws", "draw_deltas", "draws_disagree", "rows_interval", "draws_halfwidth", "draws_df")
+    return {k: v for k, v in interval.items() if k not in drop}
 
 
 def verdict_word(interval: dict[str, Any]) -> str:
@@ -136,6 +151,62 @@ def verdict_sentence(report: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile without scipy: exact for 1 and 2 degrees of freedom, the
+    Cornish-Fisher series (Abramowitz & Stegun 26.7.5) above, within 0.2 % of the table at 95 %."""
+    if df < 1:
+        raise ValueError(f"t quantile needs at least one degree of freedom, got {df}")
+    if df == 1:
+        return math.tan(math.pi * (p - 0.5))
+    if df == 2:
+        return (2 * p - 1) / math.sqrt(2 * p * (1 - p))
+    x = NormalDist().inv_cdf(p)
+    terms = (
+        (x**3 + x) / 4,
+        (5 * x**5 + 16 * x**3 + 3 * x) / 96,
+        (3 * x**7 + 19 * x**5 + 17 * x**3 - 15 * x) / 384,
+        (79 * x**9 + 776 * x**7 + 1482 * x**5 - 1920 * x**3 - 945 * x) / 92160,
+    )
+    return x + sum(term / df ** (i + 1) for i, term in enumerate(terms))
+
+
+def draws_halfwidth(tables: Sequence[Any], level: float = 0.95) -> tuple[float, int]:
+    """Half-width of a t interval for the draw-to-draw part of a sum of means over draws.
+
+    ``tables``: per independent set of draws, its draws x rows scores (or deltas); the sign of
+    a set in the sum does not matter. A draw's mean moves with the draw (its synthesis, its
+    training) and with its own errors on the rows; the row bootstrap already counts the second,
+    so the row-by-draw residual mean square (two-way ANOVA) is taken out of the spread. A set
+    of one draw says nothing about the spread and adds nothing. Degrees of freedom are Welch's,
+    rounded down: with 3 draws t = 4.30, not the 1.96 that a bootstrap over 3 draws acts as if
+    it had (with only 10 distinct resamples and 2/3 of their variance).
+    """
+    import numpy as np
+
+    spread = []
+    for table in map(np.asarray, tables):
+        draws, rows = table.shape
+        if draws < 2:
+            continue
+        residual = table - table.mean(axis=1, keepdims=True) - table.mean(axis=0) + table.mean()
+        row_noise = float((residual**2).sum()) / ((draws - 1) * (rows - 1) * rows) if rows > 1 else 0.0
+        between = float(table.mean(axis=1).var(ddof=1))
+        spread.append((max(0.0, between - row_noise) / draws, draws - 1))
+    variance = sum(v for v, _ in spread)
+    if variance == 0:
+        return 0.0, sum(df for _, df in spread)
+    df = max(1, math.floor(variance**2 / sum(v**2 / df for v, df in spread)))
+    return t_quantile(1 - (1 - level) / 2, df) * math.sqrt(variance), df
+
+
+def widen(delta: float, row_low: float, row_high: float, halfwidth: float) -> tuple[float, float]:
+    """The row interval with the draw half-width added in quadrature on each side, kept in ±100
+    (the most a 0-100 score can move)."""
+    low = delta - math.hypot(delta - row_low, halfwidth)
+    high = delta + math.hypot(row_high - delta, halfwidth)
+    return max(low, -100.0), min(high, 100.0)
+
+
 def draws_bootstrap(
     draws: Sequence[tuple[Sequence[float], Sequence[float]]],
     resamples: int = DEFAULT_RESAMPLES,
@@ -144,11 +215,12 @@ def draws_bootstrap(
 ) -> dict[str, Any]:
     """The mean delta over several synthesis-and-training draws and its interval over draws *and* rows.
 
-    ``draws``: per draw, the (base, tuned) row scores on the same rows. Each resample draws the
-    rows with replacement (once: every draw was scored on them), then the draws, and averages the
-    deltas: the
-    interval covers the draw-to-draw spread (up to 35 points on the bundled tasks) as well as
-    the rows'. One draw reduces to `paired_bootstrap`'s row bootstrap.
+    ``draws``: per draw, the (base, tuned) row scores on the same rows. The rows are resampled
+    (once: every draw was scored on them) with the draws held fixed, and the draw-to-draw spread
+    is a t interval over the draws (`draws_halfwidth`), added in quadrature on each side: resampling only 3
+    draws, as this did before, gave an interval that a second set of 3 draws fell outside
+    (task190, docs/BENCHMARKS.md). One draw, or draws that agree on every row, reduce to
+    `paired_bootstrap`'s row bootstrap.
     """
     import numpy as np
 
@@ -156,7 +228,7 @@ def draws_bootstrap(
         raise ValueError("a bootstrap over draws needs at least one draw")
     diffs = []
     for base, tuned in draws:
-        if len(base) != len(tuned) or not base:
+        if len(base) != len(tuned) or len(base) == 0:
             raise ValueError(f"each draw needs the same non-empty rows: {len(base)} vs {len(tuned)} scores")
         diffs.append(np.asarray(tuned, dtype=float) - np.asarray(base, dtype=float))
     rows = len(diffs[0])
@@ -164,18 +236,18 @@ def draws_bootstrap(
         raise ValueError("every draw must be scored on the same rows")
     table = np.stack(diffs)  # draws x rows
     rng = np.random.default_rng(seed)
-    # the draws were scored on the same rows: one row resample serves every draw of a resample
     picked_rows = rng.integers(0, rows, size=(resamples, rows))
-    picked_draws = rng.integers(0, len(diffs), size=(resamples, len(diffs)))
-    per_draw_means = table[:, picked_rows].mean(axis=2).T  # resamples x draws
-    means = np.take_along_axis(per_draw_means, picked_draws, axis=1).mean(axis=1)
+    means = table.mean(axis=0)[picked_rows].mean(axis=1)  # the mean over draws, rows resampled
     tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
+    row_low, row_high = np.percentile(means, [tail, 100 - tail])
     per_draw = table.mean(axis=1)
+    delta = float(per_draw.mean())
+    halfwidth, df = draws_halfwidth([table], level)
+    low, high = widen(delta, float(row_low), float(row_high), halfwidth)
     return {
-        "delta": round(float(per_draw.mean()), 2),
-        "low": round(float(low), 2),
-        "high": round(float(high), 2),
+        "delta": round(delta, 2),
+        "low": round(low, 2),
+        "high": round(high, 2),
         "level": level,
         "resamples": resamples,
         "seed": seed,
@@ -183,4 +255,7 @@ def draws_bootstrap(
         "draws": len(diffs),
         "draw_deltas": [round(float(d), 2) for d in per_draw],
         "draws_disagree": bool(per_draw.min() < 0 < per_draw.max()),
+        "rows_interval": [round(float(row_low), 2), round(float(row_high), 2)],
+        "draws_halfwidth": round(halfwidth, 2),
+        "draws_df": df,
     }

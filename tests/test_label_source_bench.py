@@ -31,11 +31,18 @@ def test_one_draw_each_is_the_paired_row_bootstrap(bench) -> None:
     assert mine["delta"] == pytest.approx(100 * 3 / 12, abs=0.01)
 
 
-def test_draws_that_score_every_row_alike_leave_only_the_draws_to_resample(bench) -> None:
-    # arm B's two draws score 0 and 100 on every row: its resampled mean is 0, 50 or 100
-    result = bench.arms_bootstrap([[0.0] * 20], [[0.0] * 20, [100.0] * 20])
-    assert result["delta"] == 50.0 and (result["low"], result["high"]) == (0.0, 100.0)
-    assert result["draws"] == [1, 2] and result["rows"] == 20
+def test_draws_that_score_every_row_alike_leave_only_the_draws_to_vary(bench) -> None:
+    # arm B's three draws score 40, 50 and 60 on every row: 20 ± t(2) * 10 / sqrt(3)
+    result = bench.arms_bootstrap([[30.0] * 20], [[40.0] * 20, [50.0] * 20, [60.0] * 20])
+    assert result["delta"] == 20.0 and result["draws"] == [1, 3] and result["rows"] == 20
+    assert (result["low"], result["high"]) == pytest.approx((20 - 24.84, 20 + 24.84), abs=0.01)
+    # both arms vary: Welch's degrees of freedom, 4 here, and both spreads
+    both = bench.arms_bootstrap(
+        [[d] * 20 for d in (10.0, 20.0, 30.0)], [[d] * 20 for d in (40.0, 50.0, 60.0)]
+    )
+    assert both["draws_df"] == 4 and both["high"] - both["delta"] == pytest.approx(
+        2.776 * (200 / 3) ** 0.5, abs=0.05
+    )
     same = bench.arms_bootstrap([[30.0] * 5] * 3, [[40.0] * 5] * 2)
     assert (same["delta"], same["low"], same["high"]) == (10.0, 10.0, 10.0)
 
