@@ -79,6 +79,24 @@ def merged_rows(files: list[Path], tasks: list[str]) -> list[dict[str, Any]]:
     return [by_task[t] for t in tasks]
 
 
+def carry_minutes(rows: list[dict[str, Any]], files: list[Path]) -> None:
+    """Give rebuilt rows the minutes of the same runs' first tabulation, refusing other runs.
+
+    Rerunning a finished run rebuilds its report in seconds (every stage reused) and times only
+    that; the run's real minutes are in the JSON of its first tabulation. A row whose scores or
+    pair count differ there is another run, and is an error.
+    """
+    first = {row["task"]: row for row in merged_rows(files, [row["task"] for row in rows])}
+    for row in rows:
+        earlier = first[row["task"]]
+        for key in ("baseline", "self_guided", "kept", "raw", "num_eval"):
+            if row.get(key) != earlier.get(key):
+                raise SystemExit(
+                    f"--minutes-from: {row['task']} is another run there ({key} {earlier.get(key)} vs {row.get(key)})"
+                )
+        row["minutes"], row["stage_minutes"] = earlier["minutes"], earlier.get("stage_minutes", {})
+
+
 def update_docs(text: str, path: Path = DOCS) -> None:
     """Replace the block between the quality markers (appending the markers the first time)."""
     doc = path.read_text()
@@ -111,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="comma-separated JSON files of earlier runs: tabulate their rows together (later files win per task)",
     )
+    parser.add_argument(
+        "--minutes-from",
+        default=None,
+        help="with --report-only: comma-separated JSON files of the same runs' first tabulation, whose minutes "
+        "replace the rebuilt reports' (a rerun that reuses every stage times only itself)",
+    )
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/BENCHMARKS.md")
     args, passthrough = parser.parse_known_args(argv)  # the rest goes to `selfguide run`
     tasks = bundled_tasks() if args.tasks == "all" else [t for t in args.tasks.split(",") if t]
@@ -118,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         flags = [f"--merge {args.merge}"]
     elif args.report_only:
         flags = ["--report-only", f"--out-dir {args.out_dir}"]
+        flags += [f"--minutes-from {args.minutes_from}"] if args.minutes_from else []
     else:
         flags = [f"--threads {args.threads}", f"--jobs {args.jobs}", *passthrough]
     command = "python benchmarks/quality.py " + " ".join([f"--tasks {args.tasks}", *flags])
@@ -127,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = merged_rows([Path(f) for f in args.merge.split(",") if f], tasks)
     elif args.report_only:
         rows = [row_of(read_report(task, args.out_dir)) for task in tasks]
+        if args.minutes_from:
+            carry_minutes(rows, [Path(f) for f in args.minutes_from.split(",") if f])
     else:  # each task's `selfguide run` is a Ray task (or, without Ray, a process of a local pool)
         reports = run_tasks(
             tasks,

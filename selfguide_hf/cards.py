@@ -263,10 +263,16 @@ def evaluation_text(evaluation: dict[str, Any] | None) -> str:
         lines.append(f"| {_cell(name)} | {_cell(before.get(name, '–'))} | {_cell(after.get(name, '–'))} |")
     interval = evaluation.get("interval")
     if interval:
+        how = f"paired bootstrap over the {interval['rows']} rows, {interval['resamples']} resamples"
+        if interval.get("draws", 1) > 1 and "draws_df" in interval:
+            how += (
+                f", and the spread of {interval['draws']} synthesis-and-training draws as a t interval "
+                f"({interval['draws_df']} degree{'s' if interval['draws_df'] != 1 else ''} of freedom)"
+            )
         lines += [
             "",
             f"Delta {interval['delta']:+.2f}, {round(100 * interval['level'])} % interval {interval['low']:+.2f} to "
-            f"{interval['high']:+.2f} (paired bootstrap over the {interval['rows']} rows, {interval['resamples']} resamples).",
+            f"{interval['high']:+.2f} ({how}).",
         ]
     return "\n".join(lines)
 

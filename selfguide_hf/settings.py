@@ -262,7 +262,8 @@ class SelfGuideArguments:
         1,
         "evaluation",
         "Independent synthesis-and-training draws (seeds moved by 1, 2, ...), each scored on the same rows; "
-        "the verdict's interval then covers the draws as well as the rows.",
+        "the verdict's interval then covers the draws as well as the rows (their spread as a t interval: "
+        "with 3 draws that spread far apart it is wide, 5 nearly halve it).",
     )
     eval_batch_size: int = _setting(
         8, "evaluation", "Sequences decoded together when evaluating.", aliases=["--batch-size"]

@@ -370,3 +370,33 @@ def test_merge_tabulates_rows_of_earlier_runs_in_the_order_asked(tmp_path: Path)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(SystemExit, match=r"bad\.json is not a quality\.py JSON file"):
         quality.main(["--tasks", "task1", "--merge", str(tmp_path / "bad.json"), "--json", str(out)])
+
+
+def test_minutes_from_gives_rebuilt_reports_their_first_minutes(tmp_path: Path) -> None:
+    quality = quality_module()
+    majority = {"name": "majority-class", "score": 55.0}
+
+    def report(tuned: int, minutes: float) -> dict:
+        built = build_report(
+            "task1", "m", "exact_match",
+            result(40.0, [100.0] * 40 + [0.0] * 60, label_share=100.0, majority_rate=55.0, trivial_baseline=majority),
+            result(tuned, [100.0] * tuned + [0.0] * (100 - tuned), label_share=100.0, majority_rate=55.0,
+                   trivial_baseline=majority),
+            funnel={"raw_inputs": 100, "kept": 50},
+        )  # fmt: skip
+        return {**built, "timings_min": {"training": minutes}}
+
+    (tmp_path / "runs" / "task1").mkdir(parents=True)
+    (tmp_path / "runs" / "task1" / "report.json").write_text(json.dumps(report(50, 0.0)))  # rebuilt
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"rows": [quality.row_of({**report(50, 12.5), "minutes": 12.5})]}))
+    out = tmp_path / "out.json"
+    argv = ["--tasks", "task1", "--report-only", "--out-dir", str(tmp_path / "runs"), "--json", str(out)]
+    assert quality.main([*argv, "--minutes-from", str(first)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["minutes"] == 12.5 and row["stage_minutes"] == {"training": 12.5}
+    assert "--minutes-from" in json.loads(out.read_text())["command"]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"rows": [quality.row_of({**report(45, 3.0), "minutes": 3.0})]}))
+    with pytest.raises(SystemExit, match="task1 is another run there"):
+        quality.main([*argv, "--minutes-from", str(other)])

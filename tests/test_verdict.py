@@ -258,3 +258,16 @@ def test_the_interval_over_three_draws_covers_the_mean_of_all_draws() -> None:
         interval = draws_bootstrap(draws, resamples=400)
         held += interval["low"] <= 5.0 <= interval["high"]
     assert 0.92 * runs <= held <= 0.99 * runs, held
+
+
+def test_the_model_card_says_what_the_interval_covers() -> None:
+    """A card's interval line names the draws' t interval when the run had several draws."""
+    from selfguide_hf.cards import evaluation_text
+    from selfguide_hf.verdict import draws_bootstrap
+
+    scores = [([0.0, 100.0] * 20, [100.0, 0.0, 100.0, 100.0] * 10)]
+    one = evaluation_text({"before": 50.0, "after": 75.0, "interval": draws_bootstrap(scores)})
+    assert "paired bootstrap over the 40 rows, 2000 resamples)" in one and "draws" not in one
+    several = draws_bootstrap([*scores, ([0.0, 100.0] * 20, [100.0] * 40)])
+    text = evaluation_text({"before": 50.0, "after": 87.5, "interval": several})
+    assert "and the spread of 2 synthesis-and-training draws as a t interval (1 degree of freedom)" in text

@@ -1,0 +1,38 @@
+"""benchmarks/interval_coverage.py: the simulation behind the interval's coverage figures."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "interval_coverage_bench", ROOT / "benchmarks" / "interval_coverage.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_cell_is_written_with_both_intervals(bench, tmp_path: Path) -> None:
+    out = tmp_path / "coverage.json"
+    assert bench.main(["--runs", "5", "--resamples", "50", "--json", str(out)]) == 0
+    cells = json.loads(out.read_text())["cells"]
+    assert len(cells) == 8 and {c["rows"] for c in cells} == {"independent", "shared"}
+    for cell in cells:
+        assert 0 <= cell["t over draws: coverage"] <= 1 and 0 <= cell["resampled draws: coverage"] <= 1
+    # no draw spread and every draw erring on the same rows: both intervals are the row bootstrap
+    flat = next(c for c in cells if c["rows"] == "shared" and c["spread_points"] == 0)
+    assert flat["t over draws: width"] == pytest.approx(flat["resampled draws: width"], abs=0.2)
+
+
+def test_one_draw_is_refused(bench) -> None:
+    with pytest.raises(SystemExit):
+        bench.main(["--draws", "1"])
