@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from selfguide_hf.verdict import paired_bootstrap
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location(
-        "label_source_bench", ROOT / "benchmarks" / "label_source.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/label_source.py", "label_source_bench")
 
 
 def test_one_draw_each_is_the_paired_row_bootstrap(bench) -> None:
