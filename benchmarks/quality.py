@@ -55,7 +55,7 @@ def read_report(task: str, out_dir: Path) -> dict[str, Any]:
     return report
 
 
-def merged_rows(files: list[Path], tasks: list[str]) -> list[dict[str, Any]]:
+def merged_rows(files: list[Path], tasks: list[str], flag: str = "--merge") -> list[dict[str, Any]]:
     """The rows of earlier runs' JSON files, one per task (a later file's row replaces an earlier one).
 
     Finished runs outlive their output folders only as these files, so a table over runs made in
@@ -64,18 +64,18 @@ def merged_rows(files: list[Path], tasks: list[str]) -> list[dict[str, Any]]:
     by_task: dict[str, dict[str, Any]] = {}
     for path in files:
         if not path.exists():
-            raise SystemExit(f"--merge: no file {path}")
+            raise SystemExit(f"{flag}: no file {path}")
         try:
             rows = json.loads(path.read_text())["rows"]
         except (ValueError, KeyError, TypeError) as error:
             raise SystemExit(
-                f"--merge: {path} is not a quality.py JSON file (its 'rows' list): {error}"
+                f"{flag}: {path} is not a quality.py JSON file (its 'rows' list): {error}"
             ) from None
         for row in rows:
             by_task[row["task"]] = row
     missing = [t for t in tasks if t not in by_task]
     if missing:
-        raise SystemExit(f"--merge: no row for {', '.join(missing)} in {', '.join(map(str, files))}")
+        raise SystemExit(f"{flag}: no row for {', '.join(missing)} in {', '.join(map(str, files))}")
     return [by_task[t] for t in tasks]
 
 
@@ -86,7 +86,7 @@ def carry_minutes(rows: list[dict[str, Any]], files: list[Path]) -> None:
     that; the run's real minutes are in the JSON of its first tabulation. A row whose scores or
     pair count differ there is another run, and is an error.
     """
-    first = {row["task"]: row for row in merged_rows(files, [row["task"] for row in rows])}
+    first = {row["task"]: row for row in merged_rows(files, [row["task"] for row in rows], "--minutes-from")}
     for row in rows:
         earlier = first[row["task"]]
         for key in ("baseline", "self_guided", "kept", "raw", "num_eval"):

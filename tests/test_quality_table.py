@@ -400,3 +400,5 @@ def test_minutes_from_gives_rebuilt_reports_their_first_minutes(tmp_path: Path) 
     other.write_text(json.dumps({"rows": [quality.row_of({**report(45, 3.0), "minutes": 3.0})]}))
     with pytest.raises(SystemExit, match="task1 is another run there"):
         quality.main([*argv, "--minutes-from", str(other)])
+    with pytest.raises(SystemExit, match=r"--minutes-from: no file .*missing\.json"):
+        quality.main([*argv, "--minutes-from", str(tmp_path / "missing.json")])
