@@ -65,8 +65,8 @@ def verdict_word(interval: dict[str, Any]) -> str:
     return "no clear change"
 
 
-# the widest range of three draws on the bundled tasks: task199 scored 30.5, 63.5 and 66.0
-# (docs/BENCHMARKS.md, "Quality over 3 draws")
+# the widest range of three draws on the bundled tasks: task199 scored 30.5, 63.5 and 66.0 on one
+# CPU (docs/BENCHMARKS.md, "The same settings on another machine"; 34.5 to 66.0 on the other)
 DRAW_SPREAD_POINTS = 35
 ONE_ANSWER_SHARE = 0.9  # an arm giving one answer on this share of the rows or more is named for it
 
