@@ -88,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", type=Path, help="write the cells here")
     args = parser.parse_args(argv)
-    if args.draws < 2 or args.runs < 1:
-        parser.error("--draws needs at least 2 and --runs at least 1")
+    if args.draws < 2 or args.runs < 1 or args.resamples < 1:
+        parser.error("--draws needs at least 2, --runs and --resamples at least 1")
     cells = [
         simulate(spread, shared, args.draws, args.runs, args.resamples, args.seed)
         for shared in (False, True)

@@ -56,10 +56,10 @@ def arms_bootstrap(
     """
     import numpy as np
 
-    arms = [np.asarray(arm, dtype=float) for arm in (first, second)]
-    if any(arm.ndim != 2 or arm.size == 0 for arm in arms) or arms[0].shape[1] != arms[1].shape[1]:
-        shapes = [list(map(len, arm)) for arm in (first, second)]
+    shapes = [list(map(len, arm)) for arm in (first, second)]
+    if not all(shapes) or len({n for arm in shapes for n in arm}) != 1 or 0 in shapes[0]:
         raise ValueError(f"both arms need draws scored on the same rows: row counts {shapes}")
+    arms = [np.asarray(arm, dtype=float) for arm in (first, second)]
     rows = arms[0].shape[1]
     rng = np.random.default_rng(seed)
     picked_rows = rng.integers(0, rows, size=(resamples, rows))  # shared: the same test rows

@@ -27,6 +27,8 @@ def test_every_cell_is_written_with_both_intervals(bench, tmp_path: Path) -> Non
     assert flat["t over draws: width"] == pytest.approx(flat["resampled draws: width"], abs=0.2)
 
 
-def test_one_draw_is_refused(bench) -> None:
-    with pytest.raises(SystemExit):
-        bench.main(["--draws", "1"])
+def test_one_draw_or_no_resamples_is_refused(bench, capsys) -> None:
+    for argv in (["--draws", "1"], ["--resamples", "0"]):
+        with pytest.raises(SystemExit):
+            bench.main(argv)
+        assert "--draws needs at least 2, --runs and --resamples at least 1" in capsys.readouterr().err

@@ -43,6 +43,8 @@ def test_draws_that_score_every_row_alike_leave_only_the_draws_to_vary(bench) ->
 def test_arms_on_other_rows_are_refused(bench) -> None:
     with pytest.raises(ValueError, match="same rows"):
         bench.arms_bootstrap([[0.0, 100.0]], [[0.0, 100.0, 0.0]])
+    with pytest.raises(ValueError, match=r"row counts \[\[2, 1\], \[2\]\]"):  # one draw of an arm is short
+        bench.arms_bootstrap([[0.0, 100.0], [0.0]], [[0.0, 100.0]])
 
 
 def write_run(folder: Path, inputs: list[str], draws: list[list[float]]) -> None:
